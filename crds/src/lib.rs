@@ -1,0 +1,2 @@
+//! Custom resource types of the OaaS control plane.
+#![forbid(unsafe_code)]

@@ -1,0 +1,49 @@
+//! Helpers for end-to-end tests against real clusters.
+//!
+//! The suite only needs kube contexts, so it runs the same on the local control planes
+//! (`just cluster-up`) and on kind (`kind/create.sh`). Contexts come from the environment:
+//! `OAAS_HUB_CONTEXT` (default `oaas-hub`) and `OAAS_SPOKE_CONTEXTS` (comma separated,
+//! default `oaas-spoke-a,oaas-spoke-b`); the kubeconfig from `KUBECONFIG`.
+#![forbid(unsafe_code)]
+
+mod namespace;
+mod wait;
+
+pub use namespace::{TestNamespace, delete_all_test_namespaces};
+pub use wait::wait_for;
+
+use anyhow::Context as _;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// Label carried by every namespace the suite creates, so leftovers can be cleaned by label.
+pub const E2E_LABEL: &str = "e2e.oaas.io/test";
+
+/// Name of the hub's kube context.
+pub fn hub_context() -> String {
+    std::env::var("OAAS_HUB_CONTEXT").unwrap_or_else(|_| "oaas-hub".into())
+}
+
+/// Names of the spokes' kube contexts.
+pub fn spoke_contexts() -> Vec<String> {
+    std::env::var("OAAS_SPOKE_CONTEXTS")
+        .unwrap_or_else(|_| "oaas-spoke-a,oaas-spoke-b".into())
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// A client for one kube context of the kubeconfig in `KUBECONFIG`.
+pub async fn client_for(context: &str) -> anyhow::Result<Client> {
+    let kubeconfig = Kubeconfig::read().context("reading the kubeconfig named by KUBECONFIG")?;
+    let options = KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..Default::default()
+    };
+    let config = Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .with_context(|| format!("kube context {context} (run `just cluster-up`?)"))?;
+    Ok(Client::try_from(config)?)
+}

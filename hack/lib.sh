@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Shared paths and helpers for the hack/ scripts. Source it; do not run it.
+set -euo pipefail
+
+HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$HACK_DIR/.." && pwd)"
+# shellcheck source=versions.env
+source "$HACK_DIR/versions.env"
+
+# Slow-to-build tools live outside the repo, keyed by version, so clean clones reuse them.
+OAAS_CACHE="${OAAS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/oaas}"
+K8S_BIN="$OAAS_CACHE/k8s-$K8S_VERSION/bin"
+ETCD_BIN="$OAAS_CACHE/etcd-$ETCD_VERSION/bin"
+KWOK_BIN="$OAAS_CACHE/kwok-$KWOK_VERSION/bin"
+# Running clusters keep their state (etcd data, logs, pid files, kubeconfig) here.
+OAAS_STATE="${OAAS_STATE:-$OAAS_CACHE/clusters}"
+OAAS_KUBECONFIG="$OAAS_STATE/kubeconfig"
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }

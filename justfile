@@ -1,0 +1,63 @@
+# OaaS control plane: every routine task. `just --list` is the manual.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export KUBECONFIG := env("KUBECONFIG", `bash hack/cluster.sh kubeconfig`)
+
+# List the recipes
+default:
+    @just --list --unsorted
+
+# Install every tool the project needs (Debian packages, just, Kubernetes binaries); idempotent
+bootstrap:
+    bash hack/bootstrap.sh
+
+# Bring the whole system up on local clusters
+up: cluster-up
+
+# Stop everything `up` started
+down: cluster-down
+
+# Run the whole test suite: lint, unit, and tests against real API servers (what CI runs)
+test:
+    bash hack/test.sh
+
+# Unit tests only; needs no cluster
+unit:
+    cargo test --workspace --all-targets
+
+# Tests against the running clusters only (start them with `just cluster-up`)
+e2e *ARGS:
+    cargo test --workspace --all-targets -- --ignored {{ARGS}}
+
+# Delete namespaces that failed e2e tests left behind, in every cluster
+e2e-clean:
+    cargo run -q -p oaas-e2e --bin e2e-clean
+
+# Formatting, clippy and script checks
+lint:
+    bash hack/lint.sh
+
+# Format the code
+fmt:
+    cargo fmt --all
+
+# Build every crate
+build:
+    cargo build --workspace
+
+# Start the hub and two spokes (etcd, API server, controller-manager, scheduler, kwok each)
+cluster-up:
+    bash hack/cluster.sh up
+
+# Stop the local clusters and remove their state
+cluster-down:
+    bash hack/cluster.sh down
+
+# Show the local clusters' components and nodes
+cluster-status:
+    bash hack/cluster.sh status
+
+# Print the path of the kubeconfig with the oaas-hub, oaas-spoke-a, oaas-spoke-b contexts
+kubeconfig:
+    @bash hack/cluster.sh kubeconfig

@@ -1,0 +1,16 @@
+//! Compiles `proto/oaas/*.proto` with the protoc shipped by `protoc-bin-vendored`, so no
+//! system-installed protoc is needed.
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["common", "package", "deployment", "crm_info"]
+        .map(|name| PathBuf::from(format!("proto/oaas/{name}.proto")));
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure().compile_with_config(
+        config,
+        &protos,
+        &[PathBuf::from("proto"), protoc_bin_vendored::include_path()?],
+    )?;
+    Ok(())
+}
