@@ -34,6 +34,10 @@ e2e *ARGS:
 e2e-clean:
     cargo run -q -p oaas-e2e --bin e2e-clean
 
+# Regenerate manifests/crds/*.yaml from the Rust types in crds/ (a test fails if they drift)
+generate:
+    cargo run -q -p oaas-crds --bin crdgen
+
 # Formatting, clippy and script checks
 lint:
     bash hack/lint.sh

@@ -1,22 +1,41 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, unit tests, and the tests against real API servers.
 # Uses running local clusters if there are any; otherwise starts them and, at the end,
-# stops them and checks that nothing of ours is left running.
+# stops them and checks that nothing of ours is left running (itself a test).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
 start=$SECONDS
 bash "$HACK_DIR/lint.sh"
 
+started_clusters=false
 if bash "$HACK_DIR/cluster.sh" running; then
   log "using the running local clusters"
 else
+  trap 'bash "$HACK_DIR/cluster.sh" down' EXIT # on interruption; the normal path is below
   bash "$HACK_DIR/cluster.sh" up
-  trap 'bash "$HACK_DIR/cluster.sh" down && bash "$HACK_DIR/cluster.sh" assert-down' EXIT
+  started_clusters=true
 fi
 export KUBECONFIG="$OAAS_KUBECONFIG"
 export PATH="$K8S_BIN:$PATH"
 
 # --include-ignored runs the cluster tests too; plain `cargo test` skips them.
-cargo test --workspace --all-targets -- --include-ignored
+results="$(mktemp)"
+status=0
+cargo test --workspace --all-targets -- --include-ignored 2>&1 | tee "$results" || status=$?
+read -r passed failed < <(awk '/^test result:/ {
+  for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
+} END { print p + 0, f + 0 }' "$results")
+rm -f "$results"
+
+if $started_clusters; then
+  trap - EXIT
+  if bash "$HACK_DIR/cluster.sh" down && bash "$HACK_DIR/cluster.sh" assert-down; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1)); status=1
+  fi
+fi
 log "test suite finished in $((SECONDS - start))s"
+echo "summary: ${passed:-0} passed, ${failed:-0} failed"
+exit "$status"

@@ -6,9 +6,11 @@
 //! default `oaas-spoke-a,oaas-spoke-b`); the kubeconfig from `KUBECONFIG`.
 #![forbid(unsafe_code)]
 
+mod crds;
 mod namespace;
 mod wait;
 
+pub use crds::{install_all_crds, install_crds};
 pub use namespace::{TestNamespace, delete_all_test_namespaces};
 pub use wait::wait_for;
 
@@ -18,6 +20,31 @@ use kube::{Client, Config};
 
 /// Label carried by every namespace the suite creates, so leftovers can be cleaned by label.
 pub const E2E_LABEL: &str = "e2e.oaas.io/test";
+
+/// Path of a file in the repository, for tests that read manifests.
+pub fn repo_path(relative: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
+}
+
+/// Runs kubectl (from PATH) against a context and returns its stdout, or its stderr as error.
+pub fn kubectl(context: &str, args: &[&str]) -> anyhow::Result<String> {
+    let output = std::process::Command::new("kubectl")
+        .arg("--context")
+        .arg(context)
+        .args(args)
+        .output()
+        .context("running kubectl (is it on PATH? `just test` puts it there)")?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
 
 /// Name of the hub's kube context.
 pub fn hub_context() -> String {

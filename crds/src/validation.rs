@@ -1,0 +1,119 @@
+//! Rules on keys and names, shared by the CRD schemas (as CEL) and the Rust code that must
+//! check the same things where no API server does (gRPC input, REST input, conversions).
+
+/// CEL rule for class and function keys. Keys such as `Record` and `Record.echo` are
+/// accepted; they map to Kubernetes names through [`resource_name`].
+pub const KEY_RULE: &str = "self.matches('^[A-Za-z]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$')";
+
+/// Message of [`KEY_RULE`], telling the user how to fix a key.
+pub const KEY_MESSAGE: &str = "a key must start with a letter, end with a letter or digit, and contain only letters, digits, '.', '_' or '-' (at most 63 characters), e.g. Record or Record.echo";
+
+/// Longest Kubernetes object name that is also a valid DNS-1035 label (Services need one).
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Checks a class or function key with the same rule as [`KEY_RULE`].
+pub fn check_key(key: &str) -> Result<(), String> {
+    let bytes = key.as_bytes();
+    let valid_inner = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    let ok = !bytes.is_empty()
+        && bytes.len() <= MAX_NAME_LEN
+        && bytes[0].is_ascii_alphabetic()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes.iter().all(valid_inner);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid key {key:?}: {KEY_MESSAGE}"))
+    }
+}
+
+/// Turns keys into a DNS-1035 label: lowercase, every character other than `[a-z0-9-]`
+/// becomes `-`, runs of `-` collapse, no leading digit or `-`, no trailing `-`. Names longer
+/// than 63 characters keep a readable prefix and end with a hash of the whole input, so two
+/// different long inputs do not collide.
+pub fn resource_name(parts: &[&str]) -> String {
+    let joined = parts.join("-");
+    let mut name = String::with_capacity(joined.len());
+    for c in joined.chars() {
+        let c = c.to_ascii_lowercase();
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '-'
+        };
+        if c == '-' && (name.is_empty() || name.ends_with('-')) {
+            continue;
+        }
+        name.push(c);
+    }
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert(0, 'x');
+    }
+    let name = name.trim_end_matches('-').to_string();
+    if name.len() <= MAX_NAME_LEN {
+        return if name.is_empty() { "x".into() } else { name };
+    }
+    let hash = format!("{:08x}", fnv1a(joined.as_bytes()) as u32);
+    let prefix = name[..MAX_NAME_LEN - hash.len() - 1].trim_end_matches('-');
+    format!("{prefix}-{hash}")
+}
+
+/// FNV-1a: a stable hash (unlike `DefaultHasher`, which may change between Rust releases).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_from_existing_packages_are_accepted() {
+        for key in [
+            "Record",
+            "Record.echo",
+            "image_resize",
+            "a",
+            "A1",
+            "x-y.z_0",
+        ] {
+            assert_eq!(check_key(key), Ok(()), "{key}");
+        }
+    }
+
+    #[test]
+    fn keys_that_cannot_become_names_are_rejected_with_the_rule() {
+        let long = "a".repeat(64);
+        for key in ["", "1abc", ".a", "a.", "a b", "a/b", "ключ", long.as_str()] {
+            let err = check_key(key).unwrap_err();
+            assert!(err.contains("must start with a letter"), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn resource_names_are_lowercase_dns_labels() {
+        assert_eq!(resource_name(&["Record"]), "record");
+        assert_eq!(
+            resource_name(&["Record", "Record.echo"]),
+            "record-record-echo"
+        );
+        assert_eq!(resource_name(&["my_class", "odgm"]), "my-class-odgm");
+        assert_eq!(resource_name(&["a..b"]), "a-b");
+        assert_eq!(resource_name(&["9lives"]), "x9lives");
+        assert_eq!(resource_name(&["-"]), "x");
+    }
+
+    #[test]
+    fn long_names_are_truncated_with_a_hash_that_tells_them_apart() {
+        let a = resource_name(&[&"a".repeat(70), "one"]);
+        let b = resource_name(&[&"a".repeat(70), "two"]);
+        assert_eq!(a.len(), MAX_NAME_LEN);
+        assert_ne!(a, b);
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
+    }
+}
