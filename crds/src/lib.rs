@@ -8,6 +8,7 @@ pub mod class_deployment;
 pub mod class_runtime;
 pub mod cluster;
 pub mod common;
+pub mod conditions;
 pub mod convert;
 pub mod package;
 pub mod validation;

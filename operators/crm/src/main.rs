@@ -1,2 +1,140 @@
+//! oaas-crm: the class runtime manager of a spoke cluster. One process serves gRPC
+//! (DeploymentService, CrmInfoService, grpc.health.v1) and HTTP (/healthz, /readyz, /metrics)
+//! on one port, and runs the ClassRuntime controller.
 #![forbid(unsafe_code)]
-fn main() {}
+
+mod config;
+mod controller;
+mod grpc;
+mod metrics;
+mod render;
+mod state;
+mod template;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use oaas_proto::crm::crm_info_service_server::CrmInfoServiceServer;
+use oaas_proto::deployment::deployment_service_server::DeploymentServiceServer;
+use tracing::info;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+struct HttpState {
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    init_tracing(config.json_logs);
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let kubernetes_version = client
+        .apiserver_version()
+        .await
+        .context("asking the Kubernetes API server for its version")?
+        .git_version;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let (runtimes, watch) = grpc::Runtimes::start(&client, &config.namespace);
+    tokio::spawn(watch);
+    let store = runtimes.store.clone();
+    let ready_flag = ready.clone();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            ready_flag.store(true, Ordering::SeqCst);
+        }
+    });
+    tokio::spawn(controller::run(
+        client.clone(),
+        config.clone(),
+        metrics.clone(),
+    ));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<DeploymentServiceServer<grpc::DeploymentApi>>()
+        .await;
+    let deployment = grpc::DeploymentApi::new(
+        client.clone(),
+        config.namespace.clone(),
+        runtimes,
+        metrics.clone(),
+    );
+    let info_api = grpc::InfoApi::new(client.clone(), config.clone(), kubernetes_version);
+    let http = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(HttpState { metrics, ready });
+    let routes = tonic::service::Routes::new(health_service)
+        .add_service(DeploymentServiceServer::new(deployment))
+        .add_service(CrmInfoServiceServer::new(info_api))
+        .into_axum_router()
+        .merge(http);
+
+    let addr: SocketAddr = format!("{}:{}", config.bind_address, config.http_port)
+        .parse()
+        .with_context(|| {
+            format!(
+                "OPRC_CRM_BIND_ADDRESS/HTTP_PORT do not form an address: {}",
+                config.bind_address
+            )
+        })?;
+    info!(%addr, namespace = %config.namespace, profile = ?config.profile, "oaas-crm serving gRPC and HTTP");
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(routes))
+        .serve_with_shutdown(addr, shutdown_signal())
+        .await
+        .context("serving gRPC/HTTP")?;
+    Ok(())
+}
+
+async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
+    if state.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ok")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ClassRuntime cache not synced yet",
+        )
+    }
+}
+
+async fn metrics_text(State(state): State<HttpState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}
+
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,206 @@
+//! Configuration from the environment, as the seeds describe. Invalid values fail start-up
+//! with a message that names the variable.
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Dev,
+    Edge,
+    Full,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Port serving gRPC and HTTP (/healthz, /readyz, /metrics).
+    pub http_port: u16,
+    pub bind_address: String,
+    /// Namespace where ClassRuntimes and their workloads live.
+    pub namespace: String,
+    /// Name of this cluster, reported to the hub.
+    pub cluster_name: String,
+    pub profile: Profile,
+    pub features: Features,
+    /// Fixed availability to report instead of ready/total nodes.
+    pub availability_override: Option<f64>,
+    pub odgm: OdgmSettings,
+    /// How often to re-check workloads that are not yet Available.
+    pub progress_requeue: Duration,
+    pub json_logs: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Features {
+    pub odgm: bool,
+    pub knative: bool,
+    pub hpa: bool,
+    pub prometheus: bool,
+    pub nfr_enforcement: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OdgmSettings {
+    pub image: String,
+    pub port: u16,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("invalid configuration: {variable}={value:?}: {problem}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub value: String,
+    pub problem: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let env = Env(vars);
+        let profile = match env.get("OPRC_CRM_PROFILE").unwrap_or("full") {
+            "dev" => Profile::Dev,
+            "edge" => Profile::Edge,
+            "full" | "prod" => Profile::Full,
+            other => return Err(env.error("OPRC_CRM_PROFILE", other, "use dev, edge or full")),
+        };
+        let full = profile == Profile::Full;
+        let features = Features {
+            odgm: env.flag("OPRC_CRM_FEATURES_ODGM", profile != Profile::Dev)?,
+            knative: env.flag("OPRC_CRM_FEATURES_KNATIVE", false)?,
+            hpa: env.flag("OPRC_CRM_FEATURES_HPA", full)?,
+            prometheus: env.flag("OPRC_CRM_FEATURES_PROMETHEUS", false)?,
+            nfr_enforcement: env.flag("OPRC_CRM_FEATURES_NFR_ENFORCEMENT", false)?,
+        };
+        let availability_override = match env.get("OPRC_CRM_AVAILABILITY") {
+            None => None,
+            Some(raw) => match raw.parse::<f64>() {
+                Ok(a) if a > 0.0 && a <= 1.0 => Some(a),
+                _ => {
+                    return Err(env.error(
+                        "OPRC_CRM_AVAILABILITY",
+                        raw,
+                        "must be a number greater than 0 and at most 1",
+                    ));
+                }
+            },
+        };
+        let namespace = env
+            .get("OPRC_CRM_K8S_NAMESPACE")
+            .unwrap_or("default")
+            .to_string();
+        if namespace.is_empty() {
+            return Err(env.error("OPRC_CRM_K8S_NAMESPACE", "", "must name a namespace"));
+        }
+        Ok(Config {
+            http_port: env.number("HTTP_PORT", 8088)?,
+            bind_address: env
+                .get("OPRC_CRM_BIND_ADDRESS")
+                .unwrap_or("0.0.0.0")
+                .to_string(),
+            namespace,
+            cluster_name: env
+                .get("OPRC_CRM_CLUSTER_NAME")
+                .unwrap_or("default")
+                .to_string(),
+            profile,
+            features,
+            availability_override,
+            odgm: OdgmSettings {
+                image: env
+                    .get("OPRC_CRM_ODGM_IMAGE")
+                    .unwrap_or("ghcr.io/pawissanutt/oaas/odgm:latest")
+                    .to_string(),
+                port: env.number("OPRC_CRM_ODGM_PORT", 8081)?,
+            },
+            progress_requeue: Duration::from_secs(env.number("OPRC_CRM_PROGRESS_REQUEUE_SECS", 5)?),
+            json_logs: env.flag("OPRC_CRM_LOG_JSON", false)?,
+        })
+    }
+}
+
+struct Env<'a>(&'a HashMap<String, String>);
+
+impl Env<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn error(&self, variable: &str, value: &str, problem: &str) -> ConfigError {
+        ConfigError {
+            variable: variable.into(),
+            value: value.into(),
+            problem: problem.into(),
+        }
+    }
+
+    fn flag(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(default),
+            Some("true" | "1" | "yes" | "on") => Ok(true),
+            Some("false" | "0" | "no" | "off") => Ok(false),
+            Some(other) => Err(self.error(name, other, "use true or false")),
+        }
+    }
+
+    fn number<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(raw) => raw
+                .parse()
+                .map_err(|_| self.error(name, raw, "must be a whole number in range")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_follow_the_full_profile() {
+        let config = Config::from_vars(&mk_vars(&[])).unwrap();
+        assert_eq!(config.http_port, 8088);
+        assert_eq!(config.namespace, "default");
+        assert_eq!(config.profile, Profile::Full);
+        assert!(config.features.odgm && config.features.hpa && !config.features.knative);
+    }
+
+    #[test]
+    fn dev_profile_turns_odgm_and_hpa_off_unless_asked() {
+        let dev = Config::from_vars(&mk_vars(&[("OPRC_CRM_PROFILE", "dev")])).unwrap();
+        assert!(!dev.features.odgm && !dev.features.hpa);
+        let with_odgm = Config::from_vars(&mk_vars(&[
+            ("OPRC_CRM_PROFILE", "dev"),
+            ("OPRC_CRM_FEATURES_ODGM", "true"),
+        ]))
+        .unwrap();
+        assert!(with_odgm.features.odgm);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("HTTP_PORT", "eighty"),
+            ("HTTP_PORT", "70000"),
+            ("OPRC_CRM_PROFILE", "huge"),
+            ("OPRC_CRM_FEATURES_KNATIVE", "maybe"),
+            ("OPRC_CRM_AVAILABILITY", "1.5"),
+        ] {
+            let err = Config::from_vars(&mk_vars(&[(var, value)])).unwrap_err();
+            assert_eq!(err.variable, var);
+            assert!(err.to_string().contains(var), "{err}");
+        }
+    }
+}

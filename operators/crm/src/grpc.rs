@@ -1,0 +1,513 @@
+//! The gRPC face of the CRM: DeploymentService (backed by ClassRuntime resources and an
+//! informer cache of them) and the cluster info service.
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use oaas_crds::ClassRuntime;
+use oaas_crds::convert::{
+    deployment_status_to_proto, runtime_spec_from_unit, unit_from_runtime_spec,
+};
+use oaas_crds::validation::fnv1a;
+use oaas_proto::crm::{
+    ClusterInfo, GetClusterInfoRequest, crm_info_service_server::CrmInfoService,
+};
+use oaas_proto::deployment::{self as pb, deployment_service_server::DeploymentService};
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::Config;
+use crate::controller::CORRELATION_ANNOTATION;
+use crate::metrics::Metrics;
+use crate::render::runtime_name;
+
+/// Field manager of the ClassRuntime spec written by Deploy.
+const DEPLOY_MANAGER: &str = "oaas-crm-deploy";
+/// Label holding a hash of the deployment id (ids may be longer than label values).
+const ID_HASH_LABEL: &str = "oaas.io/deployment-id-hash";
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+/// The informer cache of ClassRuntimes and a feed of their changes for watchers.
+#[derive(Clone)]
+pub struct Runtimes {
+    pub store: Store<ClassRuntime>,
+    changes: broadcast::Sender<pb::DeploymentStatusEvent>,
+}
+
+impl Runtimes {
+    /// Starts watching ClassRuntimes in the namespace; the returned future drives the watch.
+    pub fn start(client: &Client, namespace: &str) -> (Self, impl Future<Output = ()> + use<>) {
+        let (store, writer) = reflector::store();
+        let (changes, _) = broadcast::channel(4096);
+        let sender = changes.clone();
+        let stream = watcher(
+            Api::<ClassRuntime>::namespaced(client.clone(), namespace),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(writer);
+        let driver = async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                let (kind, runtime) = match event {
+                    Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
+                        (pb::deployment_status_event::Kind::Upserted, r)
+                    }
+                    Ok(watcher::Event::Delete(r)) => {
+                        (pb::deployment_status_event::Kind::Deleted, r)
+                    }
+                    Ok(_) => continue,
+                    Err(e) => {
+                        warn!(error = %e, "ClassRuntime watch failed; retrying");
+                        continue;
+                    }
+                };
+                // No receiver is fine: nobody is watching right now.
+                let _ = sender.send(event_of(kind, &runtime));
+            }
+        };
+        (Self { store, changes }, driver)
+    }
+
+    fn find(&self, deployment_id: &str) -> Option<Arc<ClassRuntime>> {
+        self.store.find(|r| r.spec.deployment_id == deployment_id)
+    }
+}
+
+fn status_of(runtime: &ClassRuntime) -> pb::DeploymentStatus {
+    let status = runtime.status.clone().unwrap_or_default();
+    let mut proto = deployment_status_to_proto(
+        &runtime.spec.deployment_id,
+        &status,
+        runtime.spec.source_generation,
+    );
+    proto.updated_at = runtime
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().map(|c| &c.last_transition_time).max())
+        .map(oaas_crds::convert::time_to_proto);
+    if runtime.metadata.deletion_timestamp.is_some() {
+        proto.phase = pb::Phase::Deleting as i32;
+    }
+    proto
+}
+
+fn event_of(
+    kind: pb::deployment_status_event::Kind,
+    runtime: &ClassRuntime,
+) -> pb::DeploymentStatusEvent {
+    pb::DeploymentStatusEvent {
+        kind: kind as i32,
+        status: Some(status_of(runtime)),
+    }
+}
+
+fn info_of(runtime: &ClassRuntime) -> pb::ClassRuntimeInfo {
+    pb::ClassRuntimeInfo {
+        name: runtime.name_any(),
+        namespace: runtime.namespace().unwrap_or_default(),
+        unit: Some(unit_from_runtime_spec(&runtime.spec)),
+        status: Some(status_of(runtime)),
+    }
+}
+
+/// Maps a Kubernetes API error to the canonical gRPC code.
+fn kube_status(context: &str, error: kube::Error) -> Status {
+    let message = format!("{context}: {error}");
+    match &error {
+        kube::Error::Api(e) => match e.code {
+            400 | 422 => Status::invalid_argument(message),
+            404 => Status::not_found(message),
+            409 => Status::aborted(message),
+            403 | 401 => Status::permission_denied(message),
+            429 => Status::resource_exhausted(message),
+            504 => Status::deadline_exceeded(message),
+            _ => Status::unavailable(message),
+        },
+        _ => Status::unavailable(message),
+    }
+}
+
+fn correlation_id<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+pub struct DeploymentApi {
+    client: Client,
+    namespace: String,
+    runtimes: Runtimes,
+    metrics: Arc<Metrics>,
+}
+
+impl DeploymentApi {
+    pub fn new(
+        client: Client,
+        namespace: String,
+        runtimes: Runtimes,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            client,
+            namespace,
+            runtimes,
+            metrics,
+        }
+    }
+
+    fn api(&self) -> Api<ClassRuntime> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Runs a handler in a span carrying the correlation id, and counts it in the metrics.
+    async fn observed<T>(
+        &self,
+        method: &'static str,
+        correlation_id: String,
+        handler: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let started = Instant::now();
+        let span = info_span!("grpc", method, correlation_id = %correlation_id);
+        let result = handler.instrument(span).await;
+        let code = result
+            .as_ref()
+            .map(|_| Code::Ok)
+            .unwrap_or_else(|s| s.code());
+        self.metrics.observe_grpc(method, code, started.elapsed());
+        result
+    }
+
+    /// Finds a runtime by deployment id in the cache, then in the API (the cache may not have
+    /// seen a runtime created a moment ago).
+    async fn find_fresh(&self, deployment_id: &str) -> Result<Option<ClassRuntime>, Status> {
+        if let Some(runtime) = self.runtimes.find(deployment_id) {
+            return Ok(Some((*runtime).clone()));
+        }
+        let selector = format!("{ID_HASH_LABEL}={}", id_hash(deployment_id));
+        let list = self
+            .api()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| kube_status("listing ClassRuntimes", e))?;
+        Ok(list
+            .items
+            .into_iter()
+            .find(|r| r.spec.deployment_id == deployment_id))
+    }
+
+    async fn deploy(
+        &self,
+        request: pb::DeployRequest,
+        correlation_id: &str,
+    ) -> Result<pb::DeployResponse, Status> {
+        let unit = request
+            .deployment_unit
+            .ok_or_else(|| Status::invalid_argument("deployment_unit: required"))?;
+        let spec =
+            runtime_spec_from_unit(&unit).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let name = runtime_name(&spec.package_name, &spec.class_key);
+        let existing = self
+            .api()
+            .get_opt(&name)
+            .await
+            .map_err(|e| kube_status("reading ClassRuntime", e))?;
+        if let Some(existing) = &existing {
+            if existing.spec.deployment_id != spec.deployment_id {
+                return Err(Status::already_exists(format!(
+                    "ClassRuntime {name} (package {}, class {}) belongs to deployment {:?}, not {:?}; \
+                     delete that deployment first or deploy under another package name",
+                    spec.package_name,
+                    spec.class_key,
+                    existing.spec.deployment_id,
+                    spec.deployment_id
+                )));
+            }
+            if existing.metadata.deletion_timestamp.is_some() {
+                return Err(Status::failed_precondition(format!(
+                    "ClassRuntime {name} is being deleted; retry when it is gone"
+                )));
+            }
+            if existing.spec == spec {
+                return Ok(pb::DeployResponse {
+                    deployment_id: spec.deployment_id,
+                    resource_name: name,
+                    changed: false,
+                });
+            }
+        }
+        let mut annotations = serde_json::Map::new();
+        if !correlation_id.is_empty() {
+            annotations.insert(CORRELATION_ANNOTATION.into(), correlation_id.into());
+        }
+        let patch = json!({
+            "apiVersion": "oaas.io/v1alpha1",
+            "kind": "ClassRuntime",
+            "metadata": {
+                "name": name,
+                "labels": {ID_HASH_LABEL: id_hash(&spec.deployment_id)},
+                "annotations": annotations,
+            },
+            "spec": spec,
+        });
+        self.api()
+            .patch(
+                &name,
+                &PatchParams::apply(DEPLOY_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|e| kube_status("writing ClassRuntime", e))?;
+        info!(%name, deployment_id = %spec.deployment_id, created = existing.is_none(), "deployment stored");
+        Ok(pb::DeployResponse {
+            deployment_id: spec.deployment_id,
+            resource_name: name,
+            changed: true,
+        })
+    }
+
+    async fn delete(&self, deployment_id: &str) -> Result<pb::DeleteDeploymentResponse, Status> {
+        let Some(runtime) = self.find_fresh(deployment_id).await? else {
+            return Ok(pb::DeleteDeploymentResponse { existed: false });
+        };
+        match self
+            .api()
+            .delete(&runtime.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(pb::DeleteDeploymentResponse { existed: true }),
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                Ok(pb::DeleteDeploymentResponse { existed: false })
+            }
+            Err(e) => Err(kube_status("deleting ClassRuntime", e)),
+        }
+    }
+
+    fn not_found(deployment_id: &str) -> Status {
+        Status::not_found(format!(
+            "no deployment with id {deployment_id:?} in this cluster"
+        ))
+    }
+}
+
+/// Short, label-safe hash of a deployment id.
+fn id_hash(deployment_id: &str) -> String {
+    format!("{:016x}", fnv1a(deployment_id.as_bytes()))
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::DeploymentStatusEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DeploymentService for DeploymentApi {
+    async fn deploy(
+        &self,
+        request: Request<pb::DeployRequest>,
+    ) -> Result<Response<pb::DeployResponse>, Status> {
+        let correlation = correlation_id(&request);
+        self.observed(
+            "Deploy",
+            correlation.clone(),
+            self.deploy(request.into_inner(), &correlation),
+        )
+        .await
+        .map(Response::new)
+    }
+
+    async fn get_deployment_status(
+        &self,
+        request: Request<pb::GetDeploymentStatusRequest>,
+    ) -> Result<Response<pb::DeploymentStatus>, Status> {
+        let correlation = correlation_id(&request);
+        let id = request.into_inner().deployment_id;
+        self.observed("GetDeploymentStatus", correlation, async {
+            self.runtimes
+                .find(&id)
+                .map(|r| status_of(&r))
+                .ok_or_else(|| Self::not_found(&id))
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn delete_deployment(
+        &self,
+        request: Request<pb::DeleteDeploymentRequest>,
+    ) -> Result<Response<pb::DeleteDeploymentResponse>, Status> {
+        let correlation = correlation_id(&request);
+        let id = request.into_inner().deployment_id;
+        self.observed("DeleteDeployment", correlation, self.delete(&id))
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_class_runtimes(
+        &self,
+        request: Request<pb::ListClassRuntimesRequest>,
+    ) -> Result<Response<pb::ListClassRuntimesResponse>, Status> {
+        let correlation = correlation_id(&request);
+        let filter = request.into_inner();
+        self.observed("ListClassRuntimes", correlation, async {
+            let mut items: Vec<pb::ClassRuntimeInfo> = self
+                .runtimes
+                .store
+                .state()
+                .iter()
+                .filter(|r| {
+                    filter.package_name.is_empty() || r.spec.package_name == filter.package_name
+                })
+                .filter(|r| filter.class_key.is_empty() || r.spec.class_key == filter.class_key)
+                .map(|r| info_of(r))
+                .collect();
+            items.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(pb::ListClassRuntimesResponse { items })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn get_class_runtime(
+        &self,
+        request: Request<pb::GetClassRuntimeRequest>,
+    ) -> Result<Response<pb::ClassRuntimeInfo>, Status> {
+        let correlation = correlation_id(&request);
+        let id = request.into_inner().deployment_id;
+        self.observed("GetClassRuntime", correlation, async {
+            self.runtimes
+                .find(&id)
+                .map(|r| info_of(&r))
+                .ok_or_else(|| Self::not_found(&id))
+        })
+        .await
+        .map(Response::new)
+    }
+
+    type WatchDeploymentStatusStream = WatchStream;
+
+    async fn watch_deployment_status(
+        &self,
+        request: Request<pb::WatchDeploymentStatusRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let correlation = correlation_id(&request);
+        let ids = request.into_inner().deployment_ids;
+        self.observed("WatchDeploymentStatus", correlation, async {
+            let (tx, rx) = mpsc::channel(256);
+            tokio::spawn(stream_changes(self.runtimes.clone(), ids, tx));
+            Ok(Box::pin(ReceiverStream::new(rx)) as WatchStream)
+        })
+        .await
+        .map(Response::new)
+    }
+}
+
+/// Sends a snapshot of every matching runtime, then each change, until the client leaves.
+/// A watcher that falls behind gets a fresh snapshot instead of the events it missed.
+async fn stream_changes(
+    runtimes: Runtimes,
+    ids: Vec<String>,
+    tx: mpsc::Sender<Result<pb::DeploymentStatusEvent, Status>>,
+) {
+    use pb::deployment_status_event::Kind;
+    let wanted = |id: &str| ids.is_empty() || ids.iter().any(|i| i == id);
+    let mut changes = runtimes.changes.subscribe();
+    loop {
+        for runtime in runtimes.store.state() {
+            if wanted(&runtime.spec.deployment_id)
+                && tx
+                    .send(Ok(event_of(Kind::Upserted, &runtime)))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+        let complete = pb::DeploymentStatusEvent {
+            kind: Kind::SnapshotComplete as i32,
+            status: None,
+        };
+        if tx.send(Ok(complete)).await.is_err() {
+            return;
+        }
+        loop {
+            match changes.recv().await {
+                Ok(event) => {
+                    let id = event
+                        .status
+                        .as_ref()
+                        .map(|s| s.deployment_id.as_str())
+                        .unwrap_or_default();
+                    if wanted(id) && tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// Node counts and availability of this cluster.
+pub struct InfoApi {
+    client: Client,
+    config: Config,
+    kubernetes_version: String,
+}
+
+impl InfoApi {
+    pub fn new(client: Client, config: Config, kubernetes_version: String) -> Self {
+        Self {
+            client,
+            config,
+            kubernetes_version,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl CrmInfoService for InfoApi {
+    async fn get_cluster_info(
+        &self,
+        _: Request<GetClusterInfoRequest>,
+    ) -> Result<Response<ClusterInfo>, Status> {
+        let nodes = Api::<Node>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| kube_status("listing Nodes", e))?;
+        let total = nodes.items.len() as u32;
+        let ready = nodes
+            .items
+            .iter()
+            .filter(|n| {
+                let conditions = n.status.as_ref().and_then(|s| s.conditions.as_ref());
+                conditions
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count() as u32;
+        let availability = self.config.availability_override.unwrap_or(if total == 0 {
+            0.0
+        } else {
+            f64::from(ready) / f64::from(total)
+        });
+        Ok(Response::new(ClusterInfo {
+            cluster_name: self.config.cluster_name.clone(),
+            crm_version: env!("CARGO_PKG_VERSION").to_string(),
+            kubernetes_version: self.kubernetes_version.clone(),
+            node_count: total,
+            ready_nodes: ready,
+            availability,
+        }))
+    }
+}

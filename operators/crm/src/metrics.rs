@@ -1,0 +1,116 @@
+//! The CRM's Prometheus metrics: reconciles and gRPC calls. One registry per process.
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrpcLabels {
+    method: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    reconcile_duration: Histogram,
+    reconciles: Counter,
+    reconcile_failures: Family<ErrorLabels, Counter>,
+    grpc_requests: Family<GrpcLabels, Counter>,
+    grpc_duration: Family<MethodLabels, Histogram>,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.001, 2.0, 15)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("oaas_crm");
+        let reconcile_duration = Histogram::new(latency_buckets());
+        let reconciles = Counter::default();
+        let reconcile_failures = Family::<ErrorLabels, Counter>::default();
+        let grpc_requests = Family::<GrpcLabels, Counter>::default();
+        let grpc_duration = Family::<MethodLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time to reconcile a ClassRuntime",
+            reconcile_duration.clone(),
+        );
+        registry.register("reconciles", "ClassRuntime reconciles", reconciles.clone());
+        registry.register(
+            "reconcile_failures",
+            "Failed ClassRuntime reconciles by error",
+            reconcile_failures.clone(),
+        );
+        registry.register(
+            "grpc_requests",
+            "gRPC requests served by method and status code",
+            grpc_requests.clone(),
+        );
+        registry.register(
+            "grpc_request_duration_seconds",
+            "gRPC request latency by method",
+            grpc_duration.clone(),
+        );
+        Self {
+            registry,
+            reconcile_duration,
+            reconciles,
+            reconcile_failures,
+            grpc_requests,
+            grpc_duration,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_reconcile(&self, took: Duration, error: Option<&str>) {
+        self.reconciles.inc();
+        self.reconcile_duration.observe(took.as_secs_f64());
+        if let Some(error) = error {
+            self.reconcile_failures
+                .get_or_create(&ErrorLabels {
+                    error: error.into(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn observe_grpc(&self, method: &str, code: tonic::Code, took: Duration) {
+        let code = format!("{code:?}");
+        self.grpc_requests
+            .get_or_create(&GrpcLabels {
+                method: method.into(),
+                code,
+            })
+            .inc();
+        self.grpc_duration
+            .get_or_create(&MethodLabels {
+                method: method.into(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
