@@ -28,6 +28,7 @@ unit:
 
 # Tests against the running clusters only (start them with `just cluster-up`)
 e2e *ARGS:
+    cargo build --workspace --bins
     cargo test --workspace --all-targets -- --ignored {{ARGS}}
 
 # Delete namespaces that failed e2e tests left behind, in every cluster

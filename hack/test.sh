@@ -19,6 +19,8 @@ fi
 export KUBECONFIG="$OAAS_KUBECONFIG"
 export PATH="$K8S_BIN:$PATH"
 
+# The e2e tests run the operators as processes, so their binaries must exist.
+cargo build --workspace --bins
 # --include-ignored runs the cluster tests too; plain `cargo test` skips them.
 results="$(mktemp)"
 status=0

@@ -8,10 +8,12 @@
 
 mod crds;
 mod namespace;
+mod process;
 mod wait;
 
 pub use crds::{install_all_crds, install_crds};
 pub use namespace::{TestNamespace, delete_all_test_namespaces};
+pub use process::{Crm, Process, binary, free_port, http_get, http_status};
 pub use wait::wait_for;
 
 use anyhow::Context as _;

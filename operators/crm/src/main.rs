@@ -37,9 +37,7 @@ struct HttpState {
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     init_tracing(config.json_logs);
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API")?;
+    let client = kube_client().await?;
     let kubernetes_version = client
         .apiserver_version()
         .await
@@ -101,6 +99,26 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("serving gRPC/HTTP")?;
     Ok(())
+}
+
+/// In-cluster or kubeconfig credentials; `KUBE_CONTEXT` picks a kubeconfig context, which
+/// lets one machine run a CRM per local cluster.
+async fn kube_client() -> anyhow::Result<kube::Client> {
+    let config = match std::env::var("KUBE_CONTEXT").ok().filter(|c| !c.is_empty()) {
+        Some(context) => {
+            let options = kube::config::KubeConfigOptions {
+                context: Some(context.clone()),
+                ..Default::default()
+            };
+            kube::Config::from_kubeconfig(&options)
+                .await
+                .with_context(|| format!("loading kube context {context} (KUBE_CONTEXT)"))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("finding Kubernetes credentials")?,
+    };
+    kube::Client::try_from(config).context("connecting to the Kubernetes API")
 }
 
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {

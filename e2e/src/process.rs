@@ -1,0 +1,155 @@
+//! Runs the project's binaries as real processes for end-to-end tests.
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::wait_for;
+
+/// Path of a workspace binary next to the test executable (`target/<profile>/<name>`).
+/// `just test` and `just e2e` build the binaries first.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test executable has no target dir")?;
+    let path = dir.join(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins`",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A free TCP port on loopback (bound, then released, so a child process can take it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A running binary, killed when dropped. Its output goes to `target/e2e-logs/<name>.log`.
+pub struct Process {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn start(
+        binary_name: &str,
+        log_name: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let path = binary(binary_name)?;
+        let log_dir = path.parent().unwrap().join("e2e-logs");
+        std::fs::create_dir_all(&log_dir)?;
+        let log = log_dir.join(format!("{log_name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(&path)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env(
+                "RUST_LOG",
+                std::env::var("E2E_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .with_context(|| format!("starting {}", path.display()))?;
+        Ok(Self { child, log })
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// HTTP status of GET `path` on loopback `port`, with a plain HTTP/1.1 request.
+pub async fn http_status(port: u16, path: &str) -> anyhow::Result<u16> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = vec![0u8; 64];
+    let n = stream.read(&mut head).await?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status line")
+}
+
+/// Body of GET `path` on loopback `port`.
+pub async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default())
+}
+
+/// A class runtime manager watching one namespace of one cluster.
+pub struct Crm {
+    pub process: Process,
+    pub port: u16,
+    pub endpoint: String,
+}
+
+impl Crm {
+    /// Starts `oaas-crm` for `context`/`namespace` and waits until it is ready.
+    pub async fn start(
+        context: &str,
+        namespace: &str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let port = free_port();
+        let mut env = vec![
+            ("KUBE_CONTEXT", context.to_string()),
+            ("OPRC_CRM_K8S_NAMESPACE", namespace.to_string()),
+            ("OPRC_CRM_CLUSTER_NAME", context.to_string()),
+            ("OPRC_CRM_BIND_ADDRESS", "127.0.0.1".to_string()),
+            ("HTTP_PORT", port.to_string()),
+            ("OPRC_CRM_PROGRESS_REQUEUE_SECS", "1".to_string()),
+        ];
+        env.extend(extra_env.iter().map(|(k, v)| (*k, v.to_string())));
+        let process = Process::start("oaas-crm", &format!("crm-{context}-{namespace}"), &env)?;
+        let crm = Self {
+            process,
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        crm.wait_ready().await?;
+        Ok(crm)
+    }
+
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        let log = self.process.log.display().to_string();
+        wait_for(
+            &format!("oaas-crm /readyz (log: {log})"),
+            Duration::from_secs(30),
+            || async {
+                Ok((http_status(self.port, "/readyz").await.ok() == Some(200)).then_some(()))
+            },
+        )
+        .await
+    }
+}
