@@ -1,8 +1,11 @@
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
-use kube::{Api, Client};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use oaas_crds::ClassRuntime;
 use rand::distr::{Alphanumeric, SampleString};
+use serde_json::json;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::E2E_LABEL;
 
@@ -37,22 +40,39 @@ impl TestNamespace {
         })
     }
 
+    /// Deletes the namespace and waits until it is gone, so that finalizers of what it held
+    /// ran while the test's operators were still up.
     pub async fn delete(self) -> anyhow::Result<()> {
-        Api::<Namespace>::all(self.client)
-            .delete(&self.name, &DeleteParams::default())
-            .await?;
-        Ok(())
+        let api = Api::<Namespace>::all(self.client);
+        api.delete(&self.name, &DeleteParams::default()).await?;
+        let what = format!("namespace {} to be deleted", self.name);
+        crate::wait_for(&what, Duration::from_secs(60), || async {
+            Ok(api.get_opt(&self.name).await?.is_none().then_some(()))
+        })
+        .await
     }
 }
 
-/// Deletes every namespace the suite created, in one cluster.
+/// Deletes every namespace the suite created, in one cluster. ClassRuntimes left there by a
+/// test whose CRM is gone lose their finalizer first, or the namespace could never go.
 pub async fn delete_all_test_namespaces(client: &Client) -> anyhow::Result<usize> {
     let api = Api::<Namespace>::all(client.clone());
     let list = api.list(&ListParams::default().labels(E2E_LABEL)).await?;
     for ns in &list.items {
-        if let Some(name) = &ns.metadata.name {
-            api.delete(name, &DeleteParams::default()).await?;
+        let Some(name) = &ns.metadata.name else {
+            continue;
+        };
+        let runtimes = Api::<ClassRuntime>::namespaced(client.clone(), name);
+        // The CRD may not be installed in this cluster (the hub has none).
+        if let Ok(items) = runtimes.list(&ListParams::default()).await {
+            for runtime in items {
+                let patch = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+                runtimes
+                    .patch(&runtime.name_any(), &PatchParams::default(), &patch)
+                    .await?;
+            }
         }
+        api.delete(name, &DeleteParams::default()).await?;
     }
     Ok(list.items.len())
 }

@@ -28,8 +28,12 @@ struct Spoke {
 
 impl Spoke {
     async fn start(test: &str) -> anyhow::Result<Self> {
+        Self::start_in(0, test).await
+    }
+
+    async fn start_in(spoke: usize, test: &str) -> anyhow::Result<Self> {
         install_all_crds().await?;
-        let context = spoke_contexts().remove(0);
+        let context = spoke_contexts().remove(spoke);
         let client = client_for(&context).await?;
         let ns = TestNamespace::create(&client, test).await?;
         let crm = Crm::start(&context, &ns.name, &[]).await?;
@@ -267,6 +271,34 @@ async fn a_class_is_deployed_updated_redeployed_and_deleted() -> anyhow::Result<
         .wait_phase(id, pb::Phase::Available, Duration::from_secs(30))
         .await?;
 
+    // Dropping a function removes its children (orphans are deleted).
+    let mut fewer = mk_unit(id);
+    fewer.functions.truncate(1);
+    assert!(
+        spoke
+            .grpc
+            .deploy(deploy_request(fewer, "corr-4"))
+            .await?
+            .into_inner()
+            .changed
+    );
+    wait_for(
+        "the dropped function's Deployment and Service to go",
+        Duration::from_secs(30),
+        || async {
+            let gone = deployments
+                .get_opt("shop-record-record-update")
+                .await?
+                .is_none()
+                && services
+                    .get_opt("shop-record-record-update")
+                    .await?
+                    .is_none();
+            Ok(gone.then_some(()))
+        },
+    )
+    .await?;
+
     // Delete: every child goes, then the resource; deleting again is fine.
     let deleted = spoke
         .grpc
@@ -302,6 +334,20 @@ async fn a_class_is_deployed_updated_redeployed_and_deleted() -> anyhow::Result<
         })
         .await?;
     assert!(!again.into_inner().existed);
+
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(
+        spoke.client.clone(),
+        &spoke.ns.name,
+    )
+    .list(&ListParams::default())
+    .await?;
+    let reasons: Vec<_> = events
+        .items
+        .iter()
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    assert!(reasons.iter().any(|r| r == "Applied"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "Deleted"), "{reasons:?}");
 
     let metrics = http_get(spoke.crm.port, "/metrics").await?;
     assert!(
@@ -525,6 +571,102 @@ async fn watchers_get_a_snapshot_then_every_change() -> anyhow::Result<()> {
         serving.status(),
         tonic_health::pb::health_check_response::ServingStatus::Serving
     );
+    spoke.ns.delete().await?;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the local clusters: run `just test`"]
+async fn the_knative_template_without_knative_serving_degrades_and_says_why() -> anyhow::Result<()>
+{
+    let mut spoke = Spoke::start("crm-no-knative").await?;
+    let mut unit = mk_unit("serverless");
+    unit.template = "knative".into();
+    spoke.grpc.deploy(deploy_request(unit, "c")).await?;
+    let status = spoke
+        .wait_phase("serverless", pb::Phase::Degraded, Duration::from_secs(30))
+        .await?;
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.r#type == "Degraded")
+        .unwrap();
+    assert_eq!(degraded.reason, "KnativeNotInstalled");
+    assert!(
+        degraded.message.contains("Knative Serving"),
+        "{}",
+        degraded.message
+    );
+    spoke.ns.delete().await?;
+    Ok(())
+}
+
+/// The Knative Serving `Service` CRD alone (no Knative controller): enough for the API server
+/// to store what the CRM renders.
+fn knative_service_crd() -> anyhow::Result<
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "services.serving.knative.dev"},
+        "spec": {
+            "group": "serving.knative.dev",
+            "names": {"kind": "Service", "plural": "services", "singular": "service", "shortNames": ["ksvc"]},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
+            }]
+        }
+    }))?)
+}
+
+#[tokio::test]
+#[ignore = "needs the local clusters: run `just test`"]
+async fn the_knative_template_renders_a_knative_service_when_serving_is_installed()
+-> anyhow::Result<()> {
+    let context = spoke_contexts().remove(1);
+    oaas_e2e::install_crds(&client_for(&context).await?, &[knative_service_crd()?]).await?;
+    let mut spoke = Spoke::start_in(1, "crm-knative").await?;
+    let mut unit = mk_unit("serverless");
+    unit.template = "knative".into();
+    spoke.grpc.deploy(deploy_request(unit, "c")).await?;
+    let resource = kube::api::ApiResource {
+        group: "serving.knative.dev".into(),
+        version: "v1".into(),
+        api_version: "serving.knative.dev/v1".into(),
+        kind: "Service".into(),
+        plural: "services".into(),
+    };
+    let ksvcs: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(spoke.client.clone(), &spoke.ns.name, &resource);
+    let ksvc = wait_for(
+        "the Knative Service of echo",
+        Duration::from_secs(30),
+        || async { Ok(ksvcs.get_opt("shop-record-echo").await?) },
+    )
+    .await?;
+    let annotations = &ksvc.data["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["autoscaling.knative.dev/max-scale"], "3");
+    // No Knative controller runs here, so the service never reports Ready: still progressing,
+    // while the data grid (a plain Deployment) is rendered as usual.
+    let status = spoke
+        .wait_phase(
+            "serverless",
+            pb::Phase::Progressing,
+            Duration::from_secs(30),
+        )
+        .await?;
+    assert!(
+        status.message.contains("shop-record-echo"),
+        "{}",
+        status.message
+    );
+    let deployments: Api<Deployment> = spoke.api();
+    assert!(deployments.get_opt("shop-record-echo").await?.is_none());
+    assert!(deployments.get_opt("shop-record-odgm").await?.is_some());
     spoke.ns.delete().await?;
     Ok(())
 }

@@ -229,7 +229,7 @@ async fn apply(runtime: &ClassRuntime, ctx: &Context) -> Result<Action, Error> {
     let apply_error = apply_children(ctx, &ns, &rendered).await;
     delete_orphans(ctx, &ns, &name, &rendered, knative_installed).await?;
 
-    let mut observed = observe(ctx, &ns, &rendered).await?;
+    let mut observed = observe(ctx, &ns, &rendered, knative_installed).await?;
     observed.apply_error = apply_error;
     let outcome = state::derive(&rendered, &observed);
     let now = Time(Timestamp::now());
@@ -400,7 +400,12 @@ async fn delete_child(ctx: &Context, ns: &str, kind: ChildKind, name: &str) -> R
 }
 
 /// Reads the state of every workload the render asked for.
-async fn observe(ctx: &Context, ns: &str, rendered: &Rendered) -> Result<Observation, Error> {
+async fn observe(
+    ctx: &Context,
+    ns: &str,
+    rendered: &Rendered,
+    knative_installed: bool,
+) -> Result<Observation, Error> {
     let mut observation = Observation::default();
     let deployments = rendered
         .functions
@@ -420,11 +425,11 @@ async fn observe(ctx: &Context, ns: &str, rendered: &Rendered) -> Result<Observa
             observation.workloads.insert(name, workload);
         }
     }
-    for f in rendered
+    let knative_functions = rendered
         .functions
         .iter()
-        .filter(|f| f.kind == ChildKind::KnativeService)
-    {
+        .filter(|f| f.kind == ChildKind::KnativeService);
+    for f in knative_functions.filter(|_| knative_installed) {
         let api: Api<DynamicObject> = Api::namespaced_with(
             ctx.client.clone(),
             ns,

@@ -160,7 +160,10 @@ pub fn render(runtime: &ClassRuntime, ctx: &RenderContext) -> Rendered {
             });
         let rendered = function::render(&base, runtime, f, template, ctx, odgm_env.as_ref());
         functions.push(rendered.plan);
-        children.extend(rendered.children);
+        // Without Knative Serving there is nothing to apply them to; the problem says so.
+        if template != Template::Knative || ctx.knative_installed {
+            children.extend(rendered.children);
+        }
     }
     let odgm = odgm_names
         .zip(collections)

@@ -348,4 +348,8 @@ fn the_knative_template_without_knative_is_a_problem_that_says_so() {
         false,
     );
     assert_eq!(rendered.problems[0].reason, "KnativeNotInstalled");
+    assert!(
+        rendered.children.is_empty(),
+        "nothing to apply Knative Services to"
+    );
 }
