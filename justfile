@@ -39,6 +39,10 @@ e2e-clean:
 generate:
     cargo run -q -p oaas-crds --bin crdgen
 
+# Benchmarks on real local clusters (release build); prints a table, writes target/bench.json
+bench *ARGS:
+    bash hack/bench.sh {{ARGS}}
+
 # Formatting, clippy and script checks
 lint:
     bash hack/lint.sh

@@ -203,8 +203,8 @@ metadata:
     kubernetes.io/os: linux
     topology.kubernetes.io/zone: $name-zone-$((i % 3))
 status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "250"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "250"}
+  allocatable: {cpu: "32", memory: 256Gi, pods: "1000"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "1000"}
 EOF
   done | "$K8S_BIN/kubectl" --kubeconfig "$kc" apply --server-side -f - >/dev/null
 }

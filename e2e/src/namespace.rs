@@ -43,10 +43,14 @@ impl TestNamespace {
     /// Deletes the namespace and waits until it is gone, so that finalizers of what it held
     /// ran while the test's operators were still up.
     pub async fn delete(self) -> anyhow::Result<()> {
+        self.delete_within(Duration::from_secs(60)).await
+    }
+
+    pub async fn delete_within(self, timeout: Duration) -> anyhow::Result<()> {
         let api = Api::<Namespace>::all(self.client);
         api.delete(&self.name, &DeleteParams::default()).await?;
         let what = format!("namespace {} to be deleted", self.name);
-        crate::wait_for(&what, Duration::from_secs(60), || async {
+        crate::wait_for(&what, timeout, || async {
             Ok(api.get_opt(&self.name).await?.is_none().then_some(()))
         })
         .await

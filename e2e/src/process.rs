@@ -8,21 +8,24 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::wait_for;
 
-/// Path of a workspace binary next to the test executable (`target/<profile>/<name>`).
-/// `just test` and `just e2e` build the binaries first.
+/// Path of a workspace binary built alongside the running executable: next to it (a bench
+/// binary in `target/<profile>/`) or one level up (a test in `target/<profile>/deps/`).
+/// `just test`, `just e2e` and `just bench` build the binaries first.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test executable has no target dir")?;
-    let path = dir.join(name);
-    anyhow::ensure!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins`",
-        path.display()
-    );
-    Ok(path)
+    let dir = exe.parent().context("executable has no directory")?;
+    let candidates = [Some(dir), dir.parent()];
+    candidates
+        .into_iter()
+        .flatten()
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .with_context(|| {
+            format!(
+                "{name} is missing next to {}: run `cargo build --workspace --bins`",
+                exe.display()
+            )
+        })
 }
 
 /// A free TCP port on loopback (bound, then released, so a child process can take it).
@@ -67,6 +70,22 @@ impl Process {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM, as Kubernetes stops a Pod; returns whether the process exited in `within`.
+    pub fn terminate(&mut self, within: Duration) -> anyhow::Result<bool> {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(false)
     }
 
     pub fn pid(&self) -> u32 {
@@ -128,7 +147,7 @@ impl Crm {
             ("OPRC_CRM_CLUSTER_NAME", context.to_string()),
             ("OPRC_CRM_BIND_ADDRESS", "127.0.0.1".to_string()),
             ("HTTP_PORT", port.to_string()),
-            ("OPRC_CRM_PROGRESS_REQUEUE_SECS", "1".to_string()),
+            ("OPRC_CRM_PROGRESS_REQUEUE_SECS", "2".to_string()),
         ];
         env.extend(extra_env.iter().map(|(k, v)| (*k, v.to_string())));
         let process = Process::start("oaas-crm", &format!("crm-{context}-{namespace}"), &env)?;

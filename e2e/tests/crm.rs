@@ -80,6 +80,17 @@ impl Spoke {
     }
 }
 
+fn condition<'a>(
+    status: &'a pb::DeploymentStatus,
+    type_: &str,
+) -> &'a oaas_proto::common::Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.r#type == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
 fn mk_function(key: &str, image: &str, min: u32, max: u32) -> pb::FunctionDeploymentSpec {
     pb::FunctionDeploymentSpec {
         function_key: key.into(),
@@ -486,11 +497,7 @@ async fn a_workload_that_cannot_be_scheduled_degrades_with_a_reason() -> anyhow:
     let status = spoke
         .wait_phase("too-big", pb::Phase::Degraded, Duration::from_secs(30))
         .await?;
-    let degraded = status
-        .conditions
-        .iter()
-        .find(|c| c.r#type == "Degraded")
-        .unwrap();
+    let degraded = condition(&status, "Degraded");
     assert_eq!(degraded.status, "True");
     assert_eq!(degraded.reason, "Unschedulable");
     assert!(
@@ -586,11 +593,7 @@ async fn the_knative_template_without_knative_serving_degrades_and_says_why() ->
     let status = spoke
         .wait_phase("serverless", pb::Phase::Degraded, Duration::from_secs(30))
         .await?;
-    let degraded = status
-        .conditions
-        .iter()
-        .find(|c| c.r#type == "Degraded")
-        .unwrap();
+    let degraded = condition(&status, "Degraded");
     assert_eq!(degraded.reason, "KnativeNotInstalled");
     assert!(
         degraded.message.contains("Knative Serving"),
@@ -667,6 +670,18 @@ async fn the_knative_template_renders_a_knative_service_when_serving_is_installe
     let deployments: Api<Deployment> = spoke.api();
     assert!(deployments.get_opt("shop-record-echo").await?.is_none());
     assert!(deployments.get_opt("shop-record-odgm").await?.is_some());
+    spoke.ns.delete().await?;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the local clusters: run `just test`"]
+async fn the_crm_exits_promptly_on_sigterm() -> anyhow::Result<()> {
+    let mut spoke = Spoke::start("crm-sigterm").await?;
+    assert!(
+        spoke.crm.process.terminate(Duration::from_secs(5))?,
+        "oaas-crm ignored SIGTERM"
+    );
     spoke.ns.delete().await?;
     Ok(())
 }

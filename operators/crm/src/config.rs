@@ -114,7 +114,9 @@ impl Config {
                     .to_string(),
                 port: env.number("OPRC_CRM_ODGM_PORT", 8081)?,
             },
-            progress_requeue: Duration::from_secs(env.number("OPRC_CRM_PROGRESS_REQUEUE_SECS", 5)?),
+            progress_requeue: Duration::from_secs(
+                env.number("OPRC_CRM_PROGRESS_REQUEUE_SECS", 10)?,
+            ),
             json_logs: env.flag("OPRC_CRM_LOG_JSON", false)?,
         })
     }

@@ -92,14 +92,28 @@ async fn main() -> anyhow::Result<()> {
             )
         })?;
     info!(%addr, namespace = %config.namespace, profile = ?config.profile, "oaas-crm serving gRPC and HTTP");
-    tonic::transport::Server::builder()
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(routes))
-        .serve_with_shutdown(addr, shutdown_signal())
-        .await
-        .context("serving gRPC/HTTP")?;
+        .serve_with_shutdown(addr, async {
+            let _ = stopped.await;
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        served = &mut server => served.context("serving gRPC/HTTP")?,
+        () = shutdown_signal() => {
+            // Stop accepting; give in-flight calls a moment, but do not wait for clients that
+            // hold connections or status watches open: they reconnect to another replica.
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, server).await;
+        }
+    }
     Ok(())
 }
+
+/// How long in-flight requests may finish after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// In-cluster or kubeconfig credentials; `KUBE_CONTEXT` picks a kubeconfig context, which
 /// lets one machine run a CRM per local cluster.
@@ -142,8 +156,15 @@ async fn metrics_text(State(state): State<HttpState>) -> impl IntoResponse {
     )
 }
 
+/// Resolves on SIGTERM (how Kubernetes stops a Pod) or SIGINT.
 async fn shutdown_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    info!("shutting down");
 }
 
 fn init_tracing(json: bool) {

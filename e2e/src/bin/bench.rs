@@ -1,0 +1,241 @@
+//! Benchmarks against real clusters. Prints one table and writes it as JSON
+//! (`target/bench.json`, or the path in `BENCH_OUT`). Numbers are reported, never asserted.
+//!
+//!   bench [crm]      the class runtime manager on the first spoke
+//!
+//! Sizes come from the environment: `BENCH_CRM_UNITS` (latency samples, default 200) and
+//! `BENCH_CRM_RUNTIMES` (ClassRuntimes for the memory figure, default 2000).
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::Api;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use oaas_crds::ClassRuntime;
+use oaas_e2e::{Crm, TestNamespace, client_for, install_all_crds, spoke_contexts, wait_for};
+use oaas_proto::deployment::deployment_service_client::DeploymentServiceClient;
+use oaas_proto::deployment::{self as pb};
+use oaas_proto::package::{FunctionType, ProvisionConfig};
+use serde_json::json;
+
+struct Row {
+    name: String,
+    value: f64,
+    unit: &'static str,
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+fn mk_unit(i: usize) -> pb::DeploymentUnit {
+    pb::DeploymentUnit {
+        id: format!("bench-{i}"),
+        package_name: "bench".into(),
+        class_key: format!("C{i}"),
+        functions: vec![pb::FunctionDeploymentSpec {
+            function_key: "fn".into(),
+            function_type: FunctionType::Custom as i32,
+            provision_config: Some(ProvisionConfig {
+                container_image: "img/fn:1".into(),
+                min_scale: 1,
+                max_scale: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Resident memory of a process in MiB, from /proc.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+fn cache<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + serde::de::DeserializeOwned
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    let driver = tokio::spawn(async move {
+        stream.for_each(|_| futures::future::ready(())).await;
+    });
+    (reader, driver)
+}
+
+async fn bench_crm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let units = env_number("BENCH_CRM_UNITS", 200);
+    let runtimes = env_number("BENCH_CRM_RUNTIMES", 2000).max(units);
+    install_all_crds().await?;
+    let context = spoke_contexts().remove(0);
+    let client = client_for(&context).await?;
+    let ns = TestNamespace::create(&client, "bench-crm").await?;
+    // The CRM's own defaults, not the short re-check interval the tests use.
+    let env = [
+        ("OPRC_CRM_FEATURES_ODGM", "false"),
+        ("OPRC_CRM_PROGRESS_REQUEUE_SECS", "10"),
+    ];
+    let crm = Crm::start(&context, &ns.name, &env).await?;
+    let grpc = DeploymentServiceClient::connect(crm.endpoint.clone()).await?;
+    let (deployments, d_driver) = cache(Api::<Deployment>::namespaced(client.clone(), &ns.name));
+    let (services, s_driver) = cache(Api::<Service>::namespaced(client.clone(), &ns.name));
+    deployments.wait_until_ready().await?;
+    services.wait_until_ready().await?;
+
+    // Deploy → every child applied, one unit at a time so queueing does not inflate latency.
+    let mut latencies = Vec::with_capacity(units);
+    for i in 0..units {
+        let started = Instant::now();
+        let unit = mk_unit(i);
+        grpc.clone()
+            .deploy(pb::DeployRequest {
+                deployment_unit: Some(unit),
+            })
+            .await?;
+        let child = format!("bench-c{i}-fn");
+        loop {
+            let deployment = deployments
+                .get(&ObjectRef::new(&child).within(&ns.name))
+                .is_some();
+            let service = services
+                .get(&ObjectRef::new(&child).within(&ns.name))
+                .is_some();
+            if deployment && service {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "{child} never appeared"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    rows.push(Row {
+        name: format!("crm: Deploy → children applied, p50 ({units} units)"),
+        value: percentile(&latencies, 0.5),
+        unit: "ms",
+    });
+    rows.push(Row {
+        name: format!("crm: Deploy → children applied, p99 ({units} units)"),
+        value: percentile(&latencies, 0.99),
+        unit: "ms",
+    });
+
+    // Memory with many ClassRuntimes: deploy the rest 32 at a time, wait until all reconciled.
+    let started = Instant::now();
+    futures::stream::iter(units..runtimes)
+        .map(|i| {
+            let mut grpc = grpc.clone();
+            async move {
+                grpc.deploy(pb::DeployRequest {
+                    deployment_unit: Some(mk_unit(i)),
+                })
+                .await
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let api = Api::<ClassRuntime>::namespaced(client.clone(), &ns.name);
+    let (store, r_driver) = cache(api);
+    wait_for(
+        &format!("{runtimes} ClassRuntimes reconciled"),
+        Duration::from_secs(900),
+        || async {
+            let state = store.state();
+            let done = state
+                .iter()
+                .filter(|r| {
+                    r.status
+                        .as_ref()
+                        .and_then(|s| s.observed_generation)
+                        .is_some()
+                })
+                .count();
+            Ok((done >= runtimes).then_some(()))
+        },
+    )
+    .await?;
+    rows.push(Row {
+        name: format!("crm: {runtimes} ClassRuntimes deployed and reconciled"),
+        value: started.elapsed().as_secs_f64(),
+        unit: "s",
+    });
+    rows.push(Row {
+        name: format!("crm: resident memory with {runtimes} ClassRuntimes"),
+        value: rss_mib(crm.process.pid()),
+        unit: "MiB",
+    });
+
+    for driver in [d_driver, s_driver, r_driver] {
+        driver.abort();
+    }
+    ns.delete_within(Duration::from_secs(600)).await?;
+    drop(crm);
+    Ok(())
+}
+
+fn print_and_save(rows: &[Row]) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(10);
+    println!("\nbenchmarks on {cores} cores\n");
+    println!("{:width$}  {:>10}  unit", "measure", "value");
+    for row in rows {
+        println!("{:width$}  {:>10.1}  {}", row.name, row.value, row.unit);
+    }
+    let json = json!({
+        "cores": cores,
+        "rows": rows.iter().map(|r| json!({"name": r.name, "value": r.value, "unit": r.unit})).collect::<Vec<_>>(),
+    });
+    let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench.json".into());
+    std::fs::write(&out, serde_json::to_string_pretty(&json)?)?;
+    println!("\nwritten to {out}");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    let mut rows = Vec::new();
+    if matches!(which.as_str(), "all" | "crm") {
+        bench_crm(&mut rows).await?;
+    }
+    anyhow::ensure!(
+        !rows.is_empty(),
+        "unknown benchmark {which:?}; use crm or all"
+    );
+    print_and_save(&rows)?;
+    Ok(())
+}
