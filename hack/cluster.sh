@@ -166,11 +166,16 @@ up_cluster() {
 
   local auth=(--kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc"
     --bind-address 127.0.0.1 --leader-elect=false)
+  # A long node grace period: under a heavy load kwok's heartbeats can come late, and the
+  # node lifecycle controller would then mark every Pod NotReady for good (kwok does not
+  # mark them back).
   start "$name" kube-controller-manager "$K8S_BIN/kube-controller-manager" "${auth[@]}" \
     --secure-port "$(port "$idx" controller-manager)" \
     --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
-    --use-service-account-credentials=false --controllers '*,-nodeipam,-cloud-node-lifecycle'
+    --use-service-account-credentials=false \
+    --controllers '*,-node-ipam-controller,-cloud-node-lifecycle-controller' \
+    --node-monitor-grace-period 10m
   start "$name" kube-scheduler "$K8S_BIN/kube-scheduler" "${auth[@]}" \
     --secure-port "$(port "$idx" scheduler)"
   start "$name" kwok "$KWOK_BIN/kwok" --kubeconfig "$kc" \

@@ -25,6 +25,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 use tracing::{info, instrument, warn};
 
+use crate::applied::{self, AppliedCache, ChildKey};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::render::{
@@ -70,6 +71,7 @@ pub struct Context {
     pub config: Config,
     pub children: ChildStores,
     pub metrics: Arc<Metrics>,
+    applied: AppliedCache,
     recorder: Recorder,
     knative: Mutex<Option<(Instant, bool)>>,
 }
@@ -140,6 +142,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
             autoscalers,
         },
         metrics,
+        applied: AppliedCache::default(),
         knative: Mutex::new(None),
     });
     Controller::new(
@@ -309,17 +312,52 @@ async fn apply_children(ctx: &Context, ns: &str, rendered: &Rendered) -> Option<
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut first_error = None;
     for child in &rendered.children {
+        let key = ChildKey {
+            kind: child.kind,
+            namespace: ns.to_string(),
+            name: child.name.clone(),
+        };
+        let hash = applied::hash_of(child);
+        if ctx
+            .applied
+            .is_current(&key, hash, live_version(ctx, &key).as_deref())
+        {
+            continue;
+        }
         let api: Api<DynamicObject> =
             Api::namespaced_with(ctx.client.clone(), ns, &child.kind.api_resource());
-        if let Err(e) = api
+        match api
             .patch(&child.name, &params, &Patch::Apply(&child.object))
             .await
         {
-            warn!(child = %child.name, kind = ?child.kind, error = %e, "apply failed");
-            first_error.get_or_insert_with(|| format!("{:?} {}: {e}", child.kind, child.name));
+            Ok(applied) => ctx
+                .applied
+                .record(key, hash, applied::version_of(&applied.metadata)),
+            Err(e) => {
+                warn!(child = %child.name, kind = ?child.kind, error = %e, "apply failed");
+                first_error.get_or_insert_with(|| format!("{:?} {}: {e}", child.kind, child.name));
+            }
         }
     }
     first_error
+}
+
+/// The live child's version from the caches; Knative Services have no cache and are always
+/// applied.
+fn live_version(ctx: &Context, key: &ChildKey) -> Option<String> {
+    fn from<K: Resource<DynamicType = ()> + Clone>(
+        store: &Store<K>,
+        key: &ChildKey,
+    ) -> Option<String> {
+        let object = store.get(&reflector::ObjectRef::new(&key.name).within(&key.namespace))?;
+        applied::version_of(object.meta())
+    }
+    match key.kind {
+        ChildKind::Deployment => from(&ctx.children.deployments, key),
+        ChildKind::Service => from(&ctx.children.services, key),
+        ChildKind::HorizontalPodAutoscaler => from(&ctx.children.autoscalers, key),
+        ChildKind::KnativeService => None,
+    }
 }
 
 /// Deletes labelled children of this runtime that the current render did not produce.
@@ -390,6 +428,11 @@ async fn existing_children(
 }
 
 async fn delete_child(ctx: &Context, ns: &str, kind: ChildKind, name: &str) -> Result<(), Error> {
+    ctx.applied.forget(&ChildKey {
+        kind,
+        namespace: ns.to_string(),
+        name: name.to_string(),
+    });
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), ns, &kind.api_resource());
     match api.delete(name, &DeleteParams::background()).await {
@@ -417,7 +460,8 @@ async fn observe(
         let key = reflector::ObjectRef::<Deployment>::new(&name).within(ns);
         if let Some(deployment) = ctx.children.deployments.get(&key) {
             let mut workload = deployment_workload(&deployment);
-            if !workload.rolled_out || workload.ready < workload.desired {
+            let settling = age(&deployment) < POD_CHECK_AFTER;
+            if (!workload.rolled_out || workload.ready < workload.desired) && !settling {
                 workload.failure = workload
                     .failure
                     .or(pod_failure(ctx, ns, &deployment).await?);
@@ -443,6 +487,18 @@ async fn observe(
         }
     }
     Ok(observation)
+}
+
+/// Pods of a new Deployment need a moment to be scheduled and started; looking at them
+/// sooner costs a Pod list per reconcile and finds nothing.
+const POD_CHECK_AFTER: Duration = Duration::from_secs(5);
+
+fn age(d: &Deployment) -> Duration {
+    d.metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| Timestamp::now().duration_since(t.0).try_into().ok())
+        .unwrap_or_default()
 }
 
 fn deployment_workload(d: &Deployment) -> Workload {

@@ -3,6 +3,7 @@
 //! on one port, and runs the ClassRuntime controller.
 #![forbid(unsafe_code)]
 
+mod applied;
 mod config;
 mod controller;
 mod grpc;
