@@ -175,6 +175,8 @@ where
     let (reader, writer) = reflector::store();
     let stream = watcher(Api::<K>::namespaced(client.clone(), ns), config)
         .default_backoff()
+        // Managed fields are most of an object and nothing here reads them.
+        .modify(|o| o.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects();
     (reader, Box::pin(stream))

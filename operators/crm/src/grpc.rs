@@ -55,6 +55,8 @@ impl Runtimes {
             watcher::Config::default(),
         )
         .default_backoff()
+        // Managed fields are most of an object and nothing here reads them.
+        .modify(|o| o.managed_fields_mut().clear())
         .reflect(writer);
         let driver = async move {
             let mut stream = std::pin::pin!(stream);

@@ -1,0 +1,214 @@
+//! The spokes the PM talks to: one gRPC channel per OCluster, its breaker and health, and a
+//! status watch per spoke that keeps a board of every deployment's latest status there.
+//! The board lets the class deployment controller aggregate status without calling spokes.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use oaas_proto::crm::crm_info_service_client::CrmInfoServiceClient;
+use oaas_proto::deployment::deployment_service_client::DeploymentServiceClient;
+use oaas_proto::deployment::{self as pb, deployment_status_event::Kind};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+use crate::breaker::Breaker;
+
+/// Adds the cluster's bearer token, when it has one, to every call.
+#[derive(Clone, Default)]
+pub struct Auth {
+    token: Option<AsciiMetadataValue>,
+}
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type Grpc = InterceptedService<Channel, Auth>;
+
+/// How to reach one spoke.
+#[derive(Clone)]
+pub struct Spoke {
+    pub name: String,
+    pub endpoint: String,
+    pub timeout: Duration,
+    pub retries: u32,
+    channel: Channel,
+    auth: Auth,
+}
+
+impl Spoke {
+    pub fn new(name: &str, endpoint: &str, timeout: Duration, retries: u32, token: Option<&str>) -> Result<Self, String> {
+        let channel = Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| format!("endpoint {endpoint:?}: {e}"))?
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        let token = token
+            .map(|t| MetadataValue::try_from(format!("Bearer {t}")))
+            .transpose()
+            .map_err(|_| "the bearer token has characters not allowed in a header".to_string())?;
+        Ok(Self { name: name.into(), endpoint: endpoint.into(), timeout, retries, channel, auth: Auth { token } })
+    }
+
+    pub fn deployments(&self) -> DeploymentServiceClient<Grpc> {
+        DeploymentServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn info(&self) -> CrmInfoServiceClient<Grpc> {
+        CrmInfoServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn health(&self) -> tonic_health::pb::health_client::HealthClient<Grpc> {
+        tonic_health::pb::health_client::HealthClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+}
+
+/// Latest status of every deployment in every spoke, as their watches report it.
+#[derive(Default)]
+pub struct StatusBoard {
+    entries: RwLock<HashMap<(String, String), pb::DeploymentStatus>>,
+}
+
+impl StatusBoard {
+    pub fn get(&self, cluster: &str, deployment_id: &str) -> Option<pb::DeploymentStatus> {
+        let entries = self.entries.read().expect("status board lock");
+        entries.get(&(cluster.to_string(), deployment_id.to_string())).cloned()
+    }
+
+    fn set(&self, cluster: &str, status: pb::DeploymentStatus) {
+        let mut entries = self.entries.write().expect("status board lock");
+        entries.insert((cluster.to_string(), status.deployment_id.clone()), status);
+    }
+
+    fn remove(&self, cluster: &str, deployment_id: &str) {
+        let mut entries = self.entries.write().expect("status board lock");
+        entries.remove(&(cluster.to_string(), deployment_id.to_string()));
+    }
+
+    /// Drops entries of a cluster that a fresh snapshot did not mention.
+    fn retain_cluster(&self, cluster: &str, seen: &std::collections::HashSet<String>) -> Vec<String> {
+        let mut entries = self.entries.write().expect("status board lock");
+        let gone: Vec<String> =
+            entries.keys().filter(|(c, id)| c == cluster && !seen.contains(id)).map(|(_, id)| id.clone()).collect();
+        for id in &gone {
+            entries.remove(&(cluster.to_string(), id.clone()));
+        }
+        gone
+    }
+}
+
+pub struct Registry {
+    spokes: RwLock<HashMap<String, Spoke>>,
+    watches: Mutex<HashMap<String, JoinHandle<()>>>,
+    pub breakers: Mutex<HashMap<String, Breaker>>,
+    pub board: Arc<StatusBoard>,
+    /// Deployment ids whose status changed in some spoke, for the class deployment controller.
+    changed: mpsc::UnboundedSender<String>,
+}
+
+impl Registry {
+    pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<String>) {
+        let (changed, receiver) = mpsc::unbounded_channel();
+        let registry = Self {
+            spokes: RwLock::default(),
+            watches: Mutex::default(),
+            breakers: Mutex::default(),
+            board: Arc::default(),
+            changed,
+        };
+        (Arc::new(registry), receiver)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Spoke> {
+        self.spokes.read().expect("registry lock").get(name).cloned()
+    }
+
+    /// Registers (or replaces, when its endpoint or settings changed) a spoke and starts
+    /// watching its deployments' status.
+    pub fn upsert(&self, spoke: Spoke) {
+        let unchanged = self.get(&spoke.name).is_some_and(|s| {
+            s.endpoint == spoke.endpoint && s.timeout == spoke.timeout && s.retries == spoke.retries
+        });
+        if unchanged {
+            return;
+        }
+        info!(cluster = %spoke.name, endpoint = %spoke.endpoint, "registering spoke");
+        let watch = tokio::spawn(watch_statuses(spoke.clone(), self.board.clone(), self.changed.clone()));
+        if let Some(old) = self.watches.lock().expect("watch lock").insert(spoke.name.clone(), watch) {
+            old.abort();
+        }
+        self.spokes.write().expect("registry lock").insert(spoke.name.clone(), spoke);
+    }
+
+    pub fn remove(&self, name: &str) {
+        if let Some(watch) = self.watches.lock().expect("watch lock").remove(name) {
+            watch.abort();
+        }
+        self.spokes.write().expect("registry lock").remove(name);
+        self.breakers.lock().expect("breaker lock").remove(name);
+    }
+}
+
+/// Follows a spoke's status stream for as long as the spoke is registered, reconnecting
+/// with a capped backoff. Each change lands on the board and names its deployment.
+async fn watch_statuses(spoke: Spoke, board: Arc<StatusBoard>, changed: mpsc::UnboundedSender<String>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match follow(&spoke, &board, &changed).await {
+            Ok(()) => debug!(cluster = %spoke.name, "status stream ended; reconnecting"),
+            Err(status) => debug!(cluster = %spoke.name, %status, "status stream failed; reconnecting"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn follow(
+    spoke: &Spoke,
+    board: &StatusBoard,
+    changed: &mpsc::UnboundedSender<String>,
+) -> Result<(), tonic::Status> {
+    let mut stream = spoke
+        .deployments()
+        .watch_deployment_status(pb::WatchDeploymentStatusRequest { deployment_ids: vec![] })
+        .await?
+        .into_inner();
+    let mut snapshot = Some(std::collections::HashSet::new());
+    while let Some(event) = stream.message().await? {
+        match (event.kind(), event.status) {
+            (Kind::Upserted, Some(status)) => {
+                if let Some(seen) = snapshot.as_mut() {
+                    seen.insert(status.deployment_id.clone());
+                }
+                let id = status.deployment_id.clone();
+                board.set(&spoke.name, status);
+                let _ = changed.send(id);
+            }
+            (Kind::Deleted, Some(status)) => {
+                board.remove(&spoke.name, &status.deployment_id);
+                let _ = changed.send(status.deployment_id);
+            }
+            (Kind::SnapshotComplete, _) => {
+                if let Some(seen) = snapshot.take() {
+                    for id in board.retain_cluster(&spoke.name, &seen) {
+                        let _ = changed.send(id);
+                    }
+                }
+            }
+            (kind, _) => warn!(cluster = %spoke.name, ?kind, "unexpected status event"),
+        }
+    }
+    Ok(())
+}
