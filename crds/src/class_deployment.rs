@@ -149,9 +149,9 @@ pub struct ClusterDeploymentStatus {
     pub last_sync: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Generation of this OClassDeployment that the cluster runs.
+    /// Revision of the deployment unit the cluster runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_generation: Option<i64>,
+    pub revision: Option<i64>,
     #[serde(default)]
     pub ready_functions: u32,
     #[serde(default)]

@@ -67,9 +67,9 @@ pub struct ClassRuntimeSpec {
     pub enforcement_mode: EnforcementMode,
     #[serde(default)]
     pub consistency_model: ConsistencyModel,
-    /// Generation of the hub's OClassDeployment this was built from.
+    /// Version of the deployment unit as the hub built it (changes with any change to it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_generation: Option<i64>,
+    pub revision: Option<i64>,
 }
 
 /// A function of the class, fully resolved (package definition plus overrides).

@@ -292,7 +292,7 @@ pub fn unit_from_runtime_spec(spec: &ClassRuntimeSpec) -> pb::DeploymentUnit {
         addons: spec.addons.clone(),
         odgm: spec.odgm.as_ref().map(odgm_to_proto),
         enforcement_mode: enforcement_to_proto(spec.enforcement_mode) as i32,
-        source_generation: spec.source_generation.unwrap_or_default(),
+        revision: spec.revision.unwrap_or_default(),
         consistency_model: consistency_to_proto(spec.consistency_model) as i32,
     }
 }
@@ -400,7 +400,7 @@ pub fn runtime_spec_from_unit(unit: &pb::DeploymentUnit) -> Result<ClassRuntimeS
         nfr,
         enforcement_mode: enforcement_from_proto(enforcement),
         consistency_model: consistency_from_proto(consistency),
-        source_generation: (unit.source_generation != 0).then_some(unit.source_generation),
+        revision: (unit.revision != 0).then_some(unit.revision),
     })
 }
 
@@ -446,7 +446,7 @@ pub fn check_provision(
 pub fn deployment_status_to_proto(
     deployment_id: &str,
     status: &ClassRuntimeStatus,
-    source_generation: Option<i64>,
+    revision: Option<i64>,
 ) -> pb::DeploymentStatus {
     pb::DeploymentStatus {
         deployment_id: deployment_id.to_string(),
@@ -470,7 +470,7 @@ pub fn deployment_status_to_proto(
             .collect(),
         message: status.message.clone().unwrap_or_default(),
         observed_generation: status.observed_generation.unwrap_or_default(),
-        source_generation: source_generation.unwrap_or_default(),
+        revision: revision.unwrap_or_default(),
         recommendations: status
             .nfr_recommendations
             .iter()

@@ -62,7 +62,7 @@ fn mk_runtime_spec() -> ClassRuntimeSpec {
         }),
         enforcement_mode: EnforcementMode::Enforce,
         consistency_model: ConsistencyModel::Strong,
-        source_generation: Some(7),
+        revision: Some(7),
     }
 }
 
@@ -130,7 +130,7 @@ fn status_round_trips_through_deployment_status() {
     };
     let proto = deployment_status_to_proto("d", &status, Some(7));
     assert_eq!(proto.phase(), pb::Phase::Degraded);
-    assert_eq!(proto.source_generation, 7);
+    assert_eq!(proto.revision, 7);
     assert_eq!(phase_from_proto(proto.phase()), status.phase);
     assert_eq!(functions_status_from_proto(&proto), status.functions);
     assert_eq!(

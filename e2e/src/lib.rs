@@ -13,7 +13,7 @@ mod wait;
 
 pub use crds::{install_all_crds, install_crds};
 pub use namespace::{TestNamespace, delete_all_test_namespaces};
-pub use process::{Crm, Process, binary, free_port, http_get, http_status};
+pub use process::{Crm, Pm, Process, binary, free_port, http_get, http_status};
 pub use wait::wait_for;
 
 use anyhow::Context as _;

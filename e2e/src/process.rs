@@ -140,7 +140,16 @@ impl Crm {
         namespace: &str,
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let port = free_port();
+        Self::start_on(free_port(), context, namespace, extra_env).await
+    }
+
+    /// Starts on a given port, e.g. to bring back a CRM that was stopped.
+    pub async fn start_on(
+        port: u16,
+        context: &str,
+        namespace: &str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut env = vec![
             ("KUBE_CONTEXT", context.to_string()),
             ("OPRC_CRM_K8S_NAMESPACE", namespace.to_string()),
@@ -170,5 +179,36 @@ impl Crm {
             },
         )
         .await
+    }
+}
+
+/// A package manager on the hub, scoped to one namespace and to OClusters with one label.
+pub struct Pm {
+    pub process: Process,
+    pub port: u16,
+}
+
+impl Pm {
+    pub async fn start(
+        context: &str,
+        namespace: &str,
+        cluster_selector: &str,
+    ) -> anyhow::Result<Self> {
+        let port = free_port();
+        let env = [
+            ("KUBE_CONTEXT", context.to_string()),
+            ("OAAS_PM_WATCH_NAMESPACE", namespace.to_string()),
+            ("OAAS_PM_CLUSTER_SELECTOR", cluster_selector.to_string()),
+            ("SERVER_PORT", port.to_string()),
+        ];
+        let process = Process::start("oaas-pm", &format!("pm-{namespace}"), &env)?;
+        let log = process.log.display().to_string();
+        wait_for(
+            &format!("oaas-pm /healthz (log: {log})"),
+            Duration::from_secs(30),
+            || async { Ok((http_status(port, "/healthz").await.ok() == Some(200)).then_some(())) },
+        )
+        .await?;
+        Ok(Self { process, port })
     }
 }

@@ -88,11 +88,8 @@ impl Runtimes {
 
 fn status_of(runtime: &ClassRuntime) -> pb::DeploymentStatus {
     let status = runtime.status.clone().unwrap_or_default();
-    let mut proto = deployment_status_to_proto(
-        &runtime.spec.deployment_id,
-        &status,
-        runtime.spec.source_generation,
-    );
+    let mut proto =
+        deployment_status_to_proto(&runtime.spec.deployment_id, &status, runtime.spec.revision);
     proto.updated_at = runtime
         .status
         .as_ref()
@@ -100,6 +97,9 @@ fn status_of(runtime: &ClassRuntime) -> pb::DeploymentStatus {
         .map(oaas_crds::convert::time_to_proto);
     if runtime.metadata.deletion_timestamp.is_some() {
         proto.phase = pb::Phase::Deleting as i32;
+    } else if status.observed_generation != runtime.metadata.generation {
+        // The status describes an older spec: the new one is still being applied.
+        proto.phase = pb::Phase::Applying as i32;
     }
     proto
 }

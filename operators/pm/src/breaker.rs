@@ -14,7 +14,11 @@ pub struct Breaker {
 
 impl Default for Breaker {
     fn default() -> Self {
-        Self { state: CircuitState::Closed, consecutive_failures: 0, opened_at: None }
+        Self {
+            state: CircuitState::Closed,
+            consecutive_failures: 0,
+            opened_at: None,
+        }
     }
 }
 
@@ -46,7 +50,9 @@ impl Breaker {
     /// Time until an open circuit lets a probe through.
     pub fn wait(&self, now: Instant, open_for: Duration) -> Option<Duration> {
         match (self.state, self.opened_at) {
-            (CircuitState::Open, Some(opened)) => Some(open_for.saturating_sub(now.duration_since(opened))),
+            (CircuitState::Open, Some(opened)) => {
+                Some(open_for.saturating_sub(now.duration_since(opened)))
+            }
             _ => None,
         }
     }
@@ -68,7 +74,10 @@ mod tests {
         b.failure(t0, 2);
         assert_eq!(b.state, CircuitState::Open);
         assert!(!b.allow(t0 + Duration::from_secs(1), OPEN_FOR));
-        assert_eq!(b.wait(t0 + Duration::from_secs(1), OPEN_FOR), Some(Duration::from_secs(4)));
+        assert_eq!(
+            b.wait(t0 + Duration::from_secs(1), OPEN_FOR),
+            Some(Duration::from_secs(4))
+        );
         assert!(b.allow(t0 + OPEN_FOR, OPEN_FOR));
         assert_eq!(b.state, CircuitState::HalfOpen);
     }

@@ -11,7 +11,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use oaas_crds::OCluster;
 use oaas_crds::cluster::{CircuitState, ClusterHealth, OClusterStatus};
@@ -23,22 +22,27 @@ use tracing::{info, instrument, warn};
 use crate::Error;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, Spoke};
+use crate::scope::Scope;
 
 pub const FINALIZER: &str = "oaas.io/cluster-registry";
 const FIELD_MANAGER: &str = "oaas-pm";
 
 pub struct Context {
     pub client: Client,
+    pub scope: Scope,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    Controller::new(Api::<OCluster>::all(ctx.client.clone()), watcher::Config::default())
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    Controller::new(
+        Api::<OCluster>::all(ctx.client.clone()),
+        ctx.scope.clusters(),
+    )
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, ctx)
+    .for_each(|_| futures::future::ready(()))
+    .await;
 }
 
 fn error_policy(cluster: Arc<OCluster>, error: &Error, _: Arc<Context>) -> Action {
@@ -63,7 +67,8 @@ async fn reconcile(cluster: Arc<OCluster>, ctx: Arc<Context>) -> Result<Action, 
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics.observe_reconcile("ocluster", started.elapsed(), result.is_err());
+    ctx.metrics
+        .observe_reconcile("ocluster", started.elapsed(), result.is_err());
     result
 }
 
@@ -75,31 +80,51 @@ struct Probe {
 
 async fn probe(spoke: &Spoke) -> Result<Probe, String> {
     let deadline = spoke.timeout.min(Duration::from_secs(5));
-    let check = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    let check = tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
     let health = tokio::time::timeout(deadline, spoke.health().check(check))
         .await
         .map_err(|_| format!("no answer from {} within {deadline:?}", spoke.endpoint))?
         .map_err(|s| format!("health check: {} ({:?})", s.message(), s.code()))?;
     let serving = health.into_inner().status()
         == tonic_health::pb::health_check_response::ServingStatus::Serving;
-    let info = tokio::time::timeout(deadline, spoke.info().get_cluster_info(GetClusterInfoRequest {}))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .map(tonic::Response::into_inner);
+    let info = tokio::time::timeout(
+        deadline,
+        spoke.info().get_cluster_info(GetClusterInfoRequest {}),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .map(tonic::Response::into_inner);
     Ok(Probe { serving, info })
 }
 
 async fn bearer_token(ctx: &Context, cluster: &OCluster) -> Result<Option<String>, String> {
-    let Some(selector) = &cluster.spec.credentials else { return Ok(None) };
+    let Some(selector) = &cluster.spec.credentials else {
+        return Ok(None);
+    };
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), &selector.namespace)
         .get(&selector.name)
         .await
-        .map_err(|e| format!("credentials Secret {}/{}: {e}", selector.namespace, selector.name))?;
-    let value = secret.data.and_then(|d| d.get(&selector.key).cloned()).ok_or_else(|| {
-        format!("credentials Secret {}/{} has no key {:?}", selector.namespace, selector.name, selector.key)
-    })?;
-    String::from_utf8(value.0).map(|t| Some(t.trim().to_string())).map_err(|_| "token is not UTF-8".into())
+        .map_err(|e| {
+            format!(
+                "credentials Secret {}/{}: {e}",
+                selector.namespace, selector.name
+            )
+        })?;
+    let value = secret
+        .data
+        .and_then(|d| d.get(&selector.key).cloned())
+        .ok_or_else(|| {
+            format!(
+                "credentials Secret {}/{} has no key {:?}",
+                selector.namespace, selector.name, selector.key
+            )
+        })?;
+    String::from_utf8(value.0)
+        .map(|t| Some(t.trim().to_string()))
+        .map_err(|_| "token is not UTF-8".into())
 }
 
 async fn check(cluster: &OCluster, ctx: &Context) -> Result<Action, Error> {
@@ -110,7 +135,13 @@ async fn check(cluster: &OCluster, ctx: &Context) -> Result<Action, Error> {
     let previous = cluster.status.clone().unwrap_or_default();
 
     let spoke = match bearer_token(ctx, cluster).await.and_then(|token| {
-        Spoke::new(&name, &spec.endpoint, Duration::from_secs(spec.timeout_seconds.into()), spec.retry_attempts, token.as_deref())
+        Spoke::new(
+            &name,
+            &spec.endpoint,
+            Duration::from_secs(spec.timeout_seconds.into()),
+            spec.retry_attempts,
+            token.as_deref(),
+        )
     }) {
         Ok(spoke) => spoke,
         Err(problem) => {
@@ -120,14 +151,28 @@ async fn check(cluster: &OCluster, ctx: &Context) -> Result<Action, Error> {
                 message: Some(problem.clone()),
                 ..previous.clone()
             };
-            write_status(ctx, cluster, &previous, status, Desired::new(READY, false, "InvalidConfiguration", problem)).await?;
+            write_status(
+                ctx,
+                cluster,
+                &previous,
+                status,
+                Desired::new(READY, false, "InvalidConfiguration", problem),
+            )
+            .await?;
             return Ok(Action::requeue(interval));
         }
     };
     ctx.registry.upsert(spoke.clone());
 
     let now = Instant::now();
-    let mut breaker = ctx.registry.breakers.lock().expect("breaker lock").get(&name).cloned().unwrap_or_default();
+    let mut breaker = ctx
+        .registry
+        .breakers
+        .lock()
+        .expect("breaker lock")
+        .get(&name)
+        .cloned()
+        .unwrap_or_default();
     let outcome = if breaker.allow(now, open_for) {
         let result = probe(&spoke).await;
         match &result {
@@ -138,8 +183,15 @@ async fn check(cluster: &OCluster, ctx: &Context) -> Result<Action, Error> {
     } else {
         None
     };
-    let next_check = breaker.wait(Instant::now(), open_for).map(|w| w.min(interval)).unwrap_or(interval);
-    ctx.registry.breakers.lock().expect("breaker lock").insert(name.clone(), breaker.clone());
+    let next_check = breaker
+        .wait(Instant::now(), open_for)
+        .map(|w| w.min(interval))
+        .unwrap_or(interval);
+    ctx.registry
+        .breakers
+        .lock()
+        .expect("breaker lock")
+        .insert(name.clone(), breaker.clone());
 
     let mut status = OClusterStatus {
         observed_generation: cluster.metadata.generation,
@@ -155,30 +207,53 @@ async fn check(cluster: &OCluster, ctx: &Context) -> Result<Action, Error> {
                 status.ready_nodes = Some(info.ready_nodes);
                 status.nodes = Some(format!("{}/{}", info.ready_nodes, info.node_count));
                 status.crm_version = Some(info.crm_version.clone()).filter(|v| !v.is_empty());
-                status.kubernetes_version = Some(info.kubernetes_version.clone()).filter(|v| !v.is_empty());
+                status.kubernetes_version =
+                    Some(info.kubernetes_version.clone()).filter(|v| !v.is_empty());
             }
-            status.availability = spec.availability.or(probe.info.as_ref().map(|i| i.availability));
+            status.availability = spec
+                .availability
+                .or(probe.info.as_ref().map(|i| i.availability));
             let has_nodes = probe.info.as_ref().is_some_and(|i| i.ready_nodes > 0);
             if probe.serving && has_nodes {
                 status.health = ClusterHealth::Healthy;
                 status.message = None;
-                Desired::new(READY, true, "Healthy", "the CRM answers and its cluster has ready nodes")
+                Desired::new(
+                    READY,
+                    true,
+                    "Healthy",
+                    "the CRM answers and its cluster has ready nodes",
+                )
             } else {
-                let why = if probe.serving { "the CRM reports no ready nodes" } else { "the CRM is not serving" };
+                let why = if probe.serving {
+                    "the CRM reports no ready nodes"
+                } else {
+                    "the CRM is not serving"
+                };
                 status.health = ClusterHealth::Degraded;
                 status.message = Some(why.into());
                 Desired::new(READY, false, "Degraded", why)
             }
         }
         Some(Err(problem)) => {
-            status.health = if breaker.state == CircuitState::Open { ClusterHealth::Unreachable } else { ClusterHealth::Degraded };
+            status.health = if breaker.state == CircuitState::Open {
+                ClusterHealth::Unreachable
+            } else {
+                ClusterHealth::Degraded
+            };
             status.message = Some(problem.clone());
-            let reason = if breaker.state == CircuitState::Open { "Unreachable" } else { "CheckFailed" };
+            let reason = if breaker.state == CircuitState::Open {
+                "Unreachable"
+            } else {
+                "CheckFailed"
+            };
             Desired::new(READY, false, reason, problem)
         }
         None => {
             status.health = ClusterHealth::Unreachable;
-            let message = format!("circuit open after {} failed checks; next probe soon", breaker.consecutive_failures);
+            let message = format!(
+                "circuit open after {} failed checks; next probe soon",
+                breaker.consecutive_failures
+            );
             status.message = Some(message.clone());
             Desired::new(READY, false, "Unreachable", message)
         }
@@ -196,7 +271,12 @@ async fn write_status(
     ready: Desired,
 ) -> Result<(), Error> {
     let now = Time(Timestamp::now());
-    status.conditions = conditions::merge(&previous.conditions, &[ready], cluster.metadata.generation, &now);
+    status.conditions = conditions::merge(
+        &previous.conditions,
+        &[ready],
+        cluster.metadata.generation,
+        &now,
+    );
     if &status == previous {
         return Ok(());
     }
@@ -205,7 +285,11 @@ async fn write_status(
     }
     let patch = json!({"apiVersion": "oaas.io/v1alpha1", "kind": "OCluster", "status": status});
     Api::<OCluster>::all(ctx.client.clone())
-        .patch_status(&cluster.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .patch_status(
+            &cluster.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
         .await?;
     Ok(())
 }

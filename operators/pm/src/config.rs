@@ -14,6 +14,10 @@ pub struct Config {
     /// Spokes to register, from the CRM_* variables (empty when none are set).
     pub clusters: Vec<ClusterConfig>,
     pub json_logs: bool,
+    /// Only OPackages and OClassDeployments of this namespace (default: all namespaces).
+    pub watch_namespace: Option<String>,
+    /// Only OClusters with these labels, e.g. `fleet=eu` (default: all).
+    pub cluster_selector: Option<String>,
 }
 
 /// One spoke as the environment describes it.
@@ -47,7 +51,10 @@ pub struct ConfigError {
 }
 
 fn error(variable: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError { variable: variable.into(), problem: problem.into() }
+    ConfigError {
+        variable: variable.into(),
+        problem: problem.into(),
+    }
 }
 
 /// Settings every cluster inherits unless its own entry says otherwise.
@@ -79,7 +86,11 @@ impl Config {
         } else if let Some(list) = env.get("CRM_CLUSTERS") {
             from_list(&env, list, defaults)?
         } else if let Some(url) = env.get("CRM_DEFAULT_URL") {
-            vec![ClusterConfig { name: "default".into(), url: url.into(), ..defaults.cluster() }]
+            vec![ClusterConfig {
+                name: "default".into(),
+                url: url.into(),
+                ..defaults.cluster()
+            }]
         } else {
             Vec::new()
         };
@@ -91,6 +102,8 @@ impl Config {
             namespace: env.get("OAAS_PM_NAMESPACE").unwrap_or("oaas-system").into(),
             clusters,
             json_logs: env.flag("OAAS_PM_LOG_JSON", false)?,
+            watch_namespace: env.get("OAAS_PM_WATCH_NAMESPACE").map(String::from),
+            cluster_selector: env.get("OAAS_PM_CLUSTER_SELECTOR").map(String::from),
         })
     }
 }
@@ -141,10 +154,16 @@ fn from_json(json: &str, defaults: Defaults) -> Result<Vec<ClusterConfig>, Confi
             .enumerate()
             .map(|(i, item)| {
                 let name = item.get("name").and_then(|n| n.as_str()).map(String::from);
-                name.map(|n| (n, item)).ok_or_else(|| error(VAR, format!("entry {i} has no \"name\"")))
+                name.map(|n| (n, item))
+                    .ok_or_else(|| error(VAR, format!("entry {i} has no \"name\"")))
             })
             .collect::<Result<_, _>>()?,
-        _ => return Err(error(VAR, "must be an object of clusters by name, or an array of clusters")),
+        _ => {
+            return Err(error(
+                VAR,
+                "must be an object of clusters by name, or an array of clusters",
+            ));
+        }
     };
     entries
         .into_iter()
@@ -152,7 +171,10 @@ fn from_json(json: &str, defaults: Defaults) -> Result<Vec<ClusterConfig>, Confi
             let c: JsonCluster = serde_json::from_value(value)
                 .map_err(|e| error(VAR, format!("cluster {name:?}: {e}")))?;
             if c.name.as_ref().is_some_and(|n| n != &name) {
-                return Err(error(VAR, format!("cluster {name:?} has a different \"name\" inside")));
+                return Err(error(
+                    VAR,
+                    format!("cluster {name:?} has a different \"name\" inside"),
+                ));
             }
             let tls = c.tls.and_then(|t| {
                 (t.enabled != Some(false)).then(|| TlsFiles {
@@ -163,7 +185,9 @@ fn from_json(json: &str, defaults: Defaults) -> Result<Vec<ClusterConfig>, Confi
                 })
             });
             Ok(ClusterConfig {
-                url: c.url.ok_or_else(|| error(VAR, format!("cluster {name:?} has no \"url\"")))?,
+                url: c
+                    .url
+                    .ok_or_else(|| error(VAR, format!("cluster {name:?} has no \"url\"")))?,
                 timeout_seconds: c.timeout.unwrap_or(defaults.timeout),
                 retry_attempts: c.retry_attempts.unwrap_or(defaults.retries),
                 api_key: c.api_key,
@@ -177,8 +201,16 @@ fn from_json(json: &str, defaults: Defaults) -> Result<Vec<ClusterConfig>, Confi
 
 /// Variable prefix of a cluster: its name in upper case, other characters as `_`.
 pub fn env_prefix(name: &str) -> String {
-    let upper: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    let upper: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
     format!("CRM_CLUSTER_{upper}_")
 }
 
@@ -189,9 +221,12 @@ fn from_list(env: &Env, list: &str, defaults: Defaults) -> Result<Vec<ClusterCon
         .map(|name| {
             let prefix = env_prefix(name);
             let var = |suffix: &str| format!("{prefix}{suffix}");
-            let url = env
-                .get(&var("URL"))
-                .ok_or_else(|| error(var("URL"), format!("required for cluster {name:?} listed in CRM_CLUSTERS")))?;
+            let url = env.get(&var("URL")).ok_or_else(|| {
+                error(
+                    var("URL"),
+                    format!("required for cluster {name:?} listed in CRM_CLUSTERS"),
+                )
+            })?;
             let tls_files = TlsFiles {
                 ca_cert: env.get(&var("TLS_CA_CERT_PATH")).map(String::from),
                 client_cert: env.get(&var("TLS_CLIENT_CERT_PATH")).map(String::from),
@@ -217,9 +252,15 @@ fn from_list(env: &Env, list: &str, defaults: Defaults) -> Result<Vec<ClusterCon
 fn validate(clusters: &[ClusterConfig]) -> Result<(), ConfigError> {
     let mut seen = BTreeMap::new();
     for c in clusters {
-        let valid = !c.name.is_empty() && c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
+        let valid = !c.name.is_empty()
+            && c.name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
         if !valid {
-            return Err(error("CRM cluster name", format!("{:?} must match [A-Za-z0-9_-]+", c.name)));
+            return Err(error(
+                "CRM cluster name",
+                format!("{:?} must match [A-Za-z0-9_-]+", c.name),
+            ));
         }
         if let Some(previous) = seen.insert(resource_name(&c.name), &c.name) {
             return Err(error(
@@ -238,12 +279,26 @@ fn validate(clusters: &[ClusterConfig]) -> Result<(), ConfigError> {
 }
 
 /// CRM_DEFAULT_CLUSTER if set and defined; else a cluster named `default`; else the first.
-fn mark_default(clusters: &mut [ClusterConfig], requested: Option<&str>) -> Result<(), ConfigError> {
+fn mark_default(
+    clusters: &mut [ClusterConfig],
+    requested: Option<&str>,
+) -> Result<(), ConfigError> {
     let index = match requested {
-        Some(name) => Some(clusters.iter().position(|c| c.name == name).ok_or_else(|| {
-            error("CRM_DEFAULT_CLUSTER", format!("{name:?} is not one of the configured clusters"))
-        })?),
-        None => clusters.iter().position(|c| c.name == "default").or((!clusters.is_empty()).then_some(0)),
+        Some(name) => Some(
+            clusters
+                .iter()
+                .position(|c| c.name == name)
+                .ok_or_else(|| {
+                    error(
+                        "CRM_DEFAULT_CLUSTER",
+                        format!("{name:?} is not one of the configured clusters"),
+                    )
+                })?,
+        ),
+        None => clusters
+            .iter()
+            .position(|c| c.name == "default")
+            .or((!clusters.is_empty()).then_some(0)),
     };
     if let Some(i) = index {
         clusters[i].default = true;
@@ -260,7 +315,10 @@ struct Env<'a>(&'a HashMap<String, String>);
 
 impl Env<'_> {
     fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str).filter(|v| !v.trim().is_empty())
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
     }
 
     fn optional_flag(&self, name: &str) -> Result<Option<bool>, ConfigError> {
@@ -279,7 +337,10 @@ impl Env<'_> {
     fn number<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, ConfigError> {
         match self.get(name) {
             None => Ok(default),
-            Some(raw) => raw.trim().parse().map_err(|_| error(name, format!("{raw:?}: must be a whole number in range"))),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|_| error(name, format!("{raw:?}: must be a whole number in range"))),
         }
     }
 }
@@ -289,7 +350,12 @@ mod tests {
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_vars(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Config::from_vars(
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     fn names(config: &Config) -> Vec<&str> {
@@ -300,12 +366,19 @@ mod tests {
     fn nothing_set_means_no_clusters_and_the_default_address() {
         let config = parse(&[]).unwrap();
         assert!(config.clusters.is_empty());
-        assert_eq!((config.server_host.as_str(), config.server_port), ("127.0.0.1", 8080));
+        assert_eq!(
+            (config.server_host.as_str(), config.server_port),
+            ("127.0.0.1", 8080)
+        );
     }
 
     #[test]
     fn default_url_makes_one_default_cluster() {
-        let config = parse(&[("CRM_DEFAULT_URL", "http://crm:8088"), ("CRM_DEFAULT_TIMEOUT", "7")]).unwrap();
+        let config = parse(&[
+            ("CRM_DEFAULT_URL", "http://crm:8088"),
+            ("CRM_DEFAULT_TIMEOUT", "7"),
+        ])
+        .unwrap();
         assert_eq!(names(&config), ["default"]);
         assert!(config.clusters[0].default);
         assert_eq!(config.clusters[0].timeout_seconds, 7);
@@ -314,7 +387,11 @@ mod tests {
     #[test]
     fn json_object_form() {
         let json = r#"{"prod": {"url": "http://crm-prod:8088"}, "staging": {"url": "http://crm-stg:8088", "retry_attempts": 5}}"#;
-        let config = parse(&[("CRM_CLUSTERS_JSON", json), ("CRM_DEFAULT_CLUSTER", "staging")]).unwrap();
+        let config = parse(&[
+            ("CRM_CLUSTERS_JSON", json),
+            ("CRM_DEFAULT_CLUSTER", "staging"),
+        ])
+        .unwrap();
         assert_eq!(names(&config), ["prod", "staging"]);
         assert_eq!(config.clusters[1].retry_attempts, 5);
         assert!(config.clusters[1].default && !config.clusters[0].default);
@@ -358,7 +435,10 @@ mod tests {
         assert_eq!(config.clusters[1].api_key.as_deref(), Some("secret"));
         assert_eq!(config.clusters[1].timeout_seconds, 9);
         assert!(config.clusters[1].tls.is_none());
-        assert_eq!(config.clusters[2].tls.as_ref().unwrap().ca_cert.as_deref(), Some("/ca.pem"));
+        assert_eq!(
+            config.clusters[2].tls.as_ref().unwrap().ca_cert.as_deref(),
+            Some("/ca.pem")
+        );
     }
 
     #[test]
@@ -382,18 +462,67 @@ mod tests {
     #[test]
     fn mistakes_fail_with_the_variable_named() {
         let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
-            (vec![("CRM_CLUSTERS_JSON", "{not json")], "CRM_CLUSTERS_JSON"),
-            (vec![("CRM_CLUSTERS_JSON", r#"{"a": {}}"#)], "CRM_CLUSTERS_JSON"),
-            (vec![("CRM_CLUSTERS_JSON", r#"[{"url": "http://a:1"}]"#)], "CRM_CLUSTERS_JSON"),
-            (vec![("CRM_CLUSTERS_JSON", r#"{"a": {"url": "http://a:1", "colour": 1}}"#)], "CRM_CLUSTERS_JSON"),
+            (
+                vec![("CRM_CLUSTERS_JSON", "{not json")],
+                "CRM_CLUSTERS_JSON",
+            ),
+            (
+                vec![("CRM_CLUSTERS_JSON", r#"{"a": {}}"#)],
+                "CRM_CLUSTERS_JSON",
+            ),
+            (
+                vec![("CRM_CLUSTERS_JSON", r#"[{"url": "http://a:1"}]"#)],
+                "CRM_CLUSTERS_JSON",
+            ),
+            (
+                vec![(
+                    "CRM_CLUSTERS_JSON",
+                    r#"{"a": {"url": "http://a:1", "colour": 1}}"#,
+                )],
+                "CRM_CLUSTERS_JSON",
+            ),
             (vec![("CRM_CLUSTERS_JSON", "42")], "CRM_CLUSTERS_JSON"),
             (vec![("CRM_CLUSTERS", "a")], "CRM_CLUSTER_A_URL"),
-            (vec![("CRM_CLUSTERS", "a b"), ("CRM_CLUSTER_A_B_URL", "http://x:1")], "CRM cluster name"),
-            (vec![("CRM_CLUSTERS_JSON", r#"{"a_b": {"url": "http://x:1"}, "a-b": {"url": "http://y:1"}}"#)], "CRM cluster name"),
-            (vec![("CRM_DEFAULT_URL", "crm:8088")], "url of cluster \"default\""),
-            (vec![("CRM_DEFAULT_URL", "http://x:1"), ("CRM_DEFAULT_CLUSTER", "prod")], "CRM_DEFAULT_CLUSTER"),
-            (vec![("CRM_DEFAULT_URL", "http://x:1"), ("CRM_DEFAULT_TIMEOUT", "soon")], "CRM_DEFAULT_TIMEOUT"),
-            (vec![("CRM_CLUSTERS", "a"), ("CRM_CLUSTER_A_URL", "http://a:1"), ("CRM_CLUSTER_A_TLS_ENABLED", "maybe")], "CRM_CLUSTER_A_TLS_ENABLED"),
+            (
+                vec![
+                    ("CRM_CLUSTERS", "a b"),
+                    ("CRM_CLUSTER_A_B_URL", "http://x:1"),
+                ],
+                "CRM cluster name",
+            ),
+            (
+                vec![(
+                    "CRM_CLUSTERS_JSON",
+                    r#"{"a_b": {"url": "http://x:1"}, "a-b": {"url": "http://y:1"}}"#,
+                )],
+                "CRM cluster name",
+            ),
+            (
+                vec![("CRM_DEFAULT_URL", "crm:8088")],
+                "url of cluster \"default\"",
+            ),
+            (
+                vec![
+                    ("CRM_DEFAULT_URL", "http://x:1"),
+                    ("CRM_DEFAULT_CLUSTER", "prod"),
+                ],
+                "CRM_DEFAULT_CLUSTER",
+            ),
+            (
+                vec![
+                    ("CRM_DEFAULT_URL", "http://x:1"),
+                    ("CRM_DEFAULT_TIMEOUT", "soon"),
+                ],
+                "CRM_DEFAULT_TIMEOUT",
+            ),
+            (
+                vec![
+                    ("CRM_CLUSTERS", "a"),
+                    ("CRM_CLUSTER_A_URL", "http://a:1"),
+                    ("CRM_CLUSTER_A_TLS_ENABLED", "maybe"),
+                ],
+                "CRM_CLUSTER_A_TLS_ENABLED",
+            ),
             (vec![("SERVER_PORT", "99999")], "SERVER_PORT"),
         ];
         for (vars, variable) in cases {

@@ -1,2 +1,166 @@
+//! oaas-pm: the package manager on the hub. Runs the OCluster, OPackage and
+//! OClassDeployment controllers and serves /healthz, /readyz and /metrics.
 #![forbid(unsafe_code)]
-fn main() {}
+
+mod bootstrap;
+mod breaker;
+mod cluster_controller;
+mod config;
+mod deployment_controller;
+mod metrics;
+mod package_controller;
+mod planning;
+mod registry;
+mod resolve;
+mod scope;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::StreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use oaas_crds::{OCluster, OPackage};
+use tracing::info;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::scope::Scope;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("spokes did not answer: {0}")]
+    Spokes(String),
+    #[error("still used by {0}")]
+    InUse(String),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    init_tracing(config.json_logs);
+    let client = kube_client().await?;
+    bootstrap::apply(&client, &config.namespace, &config.clusters).await?;
+
+    let metrics = Arc::new(Metrics::default());
+    let scope = Scope {
+        namespace: config.watch_namespace.clone(),
+        cluster_selector: config.cluster_selector.clone(),
+    };
+    let packages = cache(scope.api::<OPackage>(&client), watcher::Config::default());
+    let clusters = cache(Api::<OCluster>::all(client.clone()), scope.clusters());
+    let (registry, changed) = registry::Registry::new();
+
+    let cluster_ctx = cluster_controller::Context {
+        client: client.clone(),
+        scope: scope.clone(),
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+    };
+    tokio::spawn(cluster_controller::run(Arc::new(cluster_ctx)));
+    let package_ctx = package_controller::Context {
+        client: client.clone(),
+        scope: scope.clone(),
+        packages: packages.clone(),
+        metrics: metrics.clone(),
+    };
+    tokio::spawn(package_controller::run(Arc::new(package_ctx)));
+    let deployment_ctx = deployment_controller::Context::new(
+        client.clone(),
+        scope,
+        registry,
+        packages,
+        clusters,
+        metrics.clone(),
+    );
+    let deployments = tokio::spawn(deployment_controller::run(
+        Arc::new(deployment_ctx),
+        changed,
+    ));
+
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_text))
+        .with_state(metrics);
+    let address = format!("{}:{}", config.server_host, config.server_port);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("listening on {address} (SERVER_HOST/SERVER_PORT)"))?;
+    info!(%address, "oaas-pm serving HTTP");
+    tokio::select! {
+        served = axum::serve(listener, app) => served.context("serving HTTP")?,
+        _ = deployments => info!("controllers stopped"),
+    }
+    Ok(())
+}
+
+/// A cache of the objects an Api sees, kept current by a watch.
+fn cache<K>(api: Api<K>, config: watcher::Config) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + serde::de::DeserializeOwned
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    tokio::spawn(stream.for_each(|_| futures::future::ready(())));
+    reader
+}
+
+async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+}
+
+/// In-cluster or kubeconfig credentials; `KUBE_CONTEXT` picks a kubeconfig context.
+async fn kube_client() -> anyhow::Result<Client> {
+    let config = match std::env::var("KUBE_CONTEXT").ok().filter(|c| !c.is_empty()) {
+        Some(context) => {
+            let options = kube::config::KubeConfigOptions {
+                context: Some(context.clone()),
+                ..Default::default()
+            };
+            kube::Config::from_kubeconfig(&options)
+                .await
+                .with_context(|| format!("loading kube context {context} (KUBE_CONTEXT)"))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("finding Kubernetes credentials")?,
+    };
+    Client::try_from(config).context("connecting to the Kubernetes API")
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -25,9 +25,14 @@ pub struct Auth {
 }
 
 impl Interceptor for Auth {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(token) = &self.token {
-            request.metadata_mut().insert("authorization", token.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
         }
         Ok(request)
     }
@@ -47,7 +52,13 @@ pub struct Spoke {
 }
 
 impl Spoke {
-    pub fn new(name: &str, endpoint: &str, timeout: Duration, retries: u32, token: Option<&str>) -> Result<Self, String> {
+    pub fn new(
+        name: &str,
+        endpoint: &str,
+        timeout: Duration,
+        retries: u32,
+        token: Option<&str>,
+    ) -> Result<Self, String> {
         let channel = Endpoint::from_shared(endpoint.to_string())
             .map_err(|e| format!("endpoint {endpoint:?}: {e}"))?
             .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -59,7 +70,14 @@ impl Spoke {
             .map(|t| MetadataValue::try_from(format!("Bearer {t}")))
             .transpose()
             .map_err(|_| "the bearer token has characters not allowed in a header".to_string())?;
-        Ok(Self { name: name.into(), endpoint: endpoint.into(), timeout, retries, channel, auth: Auth { token } })
+        Ok(Self {
+            name: name.into(),
+            endpoint: endpoint.into(),
+            timeout,
+            retries,
+            channel,
+            auth: Auth { token },
+        })
     }
 
     pub fn deployments(&self) -> DeploymentServiceClient<Grpc> {
@@ -71,7 +89,10 @@ impl Spoke {
     }
 
     pub fn health(&self) -> tonic_health::pb::health_client::HealthClient<Grpc> {
-        tonic_health::pb::health_client::HealthClient::with_interceptor(self.channel.clone(), self.auth.clone())
+        tonic_health::pb::health_client::HealthClient::with_interceptor(
+            self.channel.clone(),
+            self.auth.clone(),
+        )
     }
 }
 
@@ -84,7 +105,9 @@ pub struct StatusBoard {
 impl StatusBoard {
     pub fn get(&self, cluster: &str, deployment_id: &str) -> Option<pb::DeploymentStatus> {
         let entries = self.entries.read().expect("status board lock");
-        entries.get(&(cluster.to_string(), deployment_id.to_string())).cloned()
+        entries
+            .get(&(cluster.to_string(), deployment_id.to_string()))
+            .cloned()
     }
 
     fn set(&self, cluster: &str, status: pb::DeploymentStatus) {
@@ -98,10 +121,17 @@ impl StatusBoard {
     }
 
     /// Drops entries of a cluster that a fresh snapshot did not mention.
-    fn retain_cluster(&self, cluster: &str, seen: &std::collections::HashSet<String>) -> Vec<String> {
+    fn retain_cluster(
+        &self,
+        cluster: &str,
+        seen: &std::collections::HashSet<String>,
+    ) -> Vec<String> {
         let mut entries = self.entries.write().expect("status board lock");
-        let gone: Vec<String> =
-            entries.keys().filter(|(c, id)| c == cluster && !seen.contains(id)).map(|(_, id)| id.clone()).collect();
+        let gone: Vec<String> = entries
+            .keys()
+            .filter(|(c, id)| c == cluster && !seen.contains(id))
+            .map(|(_, id)| id.clone())
+            .collect();
         for id in &gone {
             entries.remove(&(cluster.to_string(), id.clone()));
         }
@@ -132,7 +162,11 @@ impl Registry {
     }
 
     pub fn get(&self, name: &str) -> Option<Spoke> {
-        self.spokes.read().expect("registry lock").get(name).cloned()
+        self.spokes
+            .read()
+            .expect("registry lock")
+            .get(name)
+            .cloned()
     }
 
     /// Registers (or replaces, when its endpoint or settings changed) a spoke and starts
@@ -145,11 +179,23 @@ impl Registry {
             return;
         }
         info!(cluster = %spoke.name, endpoint = %spoke.endpoint, "registering spoke");
-        let watch = tokio::spawn(watch_statuses(spoke.clone(), self.board.clone(), self.changed.clone()));
-        if let Some(old) = self.watches.lock().expect("watch lock").insert(spoke.name.clone(), watch) {
+        let watch = tokio::spawn(watch_statuses(
+            spoke.clone(),
+            self.board.clone(),
+            self.changed.clone(),
+        ));
+        if let Some(old) = self
+            .watches
+            .lock()
+            .expect("watch lock")
+            .insert(spoke.name.clone(), watch)
+        {
             old.abort();
         }
-        self.spokes.write().expect("registry lock").insert(spoke.name.clone(), spoke);
+        self.spokes
+            .write()
+            .expect("registry lock")
+            .insert(spoke.name.clone(), spoke);
     }
 
     pub fn remove(&self, name: &str) {
@@ -163,12 +209,18 @@ impl Registry {
 
 /// Follows a spoke's status stream for as long as the spoke is registered, reconnecting
 /// with a capped backoff. Each change lands on the board and names its deployment.
-async fn watch_statuses(spoke: Spoke, board: Arc<StatusBoard>, changed: mpsc::UnboundedSender<String>) {
+async fn watch_statuses(
+    spoke: Spoke,
+    board: Arc<StatusBoard>,
+    changed: mpsc::UnboundedSender<String>,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
         match follow(&spoke, &board, &changed).await {
             Ok(()) => debug!(cluster = %spoke.name, "status stream ended; reconnecting"),
-            Err(status) => debug!(cluster = %spoke.name, %status, "status stream failed; reconnecting"),
+            Err(status) => {
+                debug!(cluster = %spoke.name, %status, "status stream failed; reconnecting")
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -182,7 +234,9 @@ async fn follow(
 ) -> Result<(), tonic::Status> {
     let mut stream = spoke
         .deployments()
-        .watch_deployment_status(pb::WatchDeploymentStatusRequest { deployment_ids: vec![] })
+        .watch_deployment_status(pb::WatchDeploymentStatusRequest {
+            deployment_ids: vec![],
+        })
         .await?
         .into_inner();
     let mut snapshot = Some(std::collections::HashSet::new());

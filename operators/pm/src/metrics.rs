@@ -1,0 +1,147 @@
+//! The PM's Prometheus metrics. One registry per process.
+use std::time::Duration;
+
+use oaas_crds::cluster::ClusterHealth;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    cluster: String,
+    method: String,
+    code: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ControllerLabels, Counter>,
+    reconcile_failures: Family<ControllerLabels, Counter>,
+    reconcile_duration: Histograms<ControllerLabels>,
+    fanout_duration: Histograms<ClusterLabels>,
+    cluster_healthy: Family<ClusterLabels, Gauge>,
+    grpc_calls: Family<CallLabels, Counter>,
+}
+
+fn buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.001, 2.0, 15)
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn histograms<L: Clone + std::hash::Hash + Eq>() -> Histograms<L> {
+    Family::new_with_constructor(|| Histogram::new(buckets()))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("oaas_pm");
+        let reconciles = Family::<ControllerLabels, Counter>::default();
+        let reconcile_failures = Family::<ControllerLabels, Counter>::default();
+        let reconcile_duration: Histograms<ControllerLabels> = histograms();
+        let fanout_duration: Histograms<ClusterLabels> = histograms();
+        let cluster_healthy = Family::<ClusterLabels, Gauge>::default();
+        let grpc_calls = Family::<CallLabels, Counter>::default();
+        registry.register("reconciles", "Reconciles by controller", reconciles.clone());
+        registry.register(
+            "reconcile_failures",
+            "Failed reconciles by controller",
+            reconcile_failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile time by controller",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "fanout_duration_seconds",
+            "Time of a Deploy call to a spoke, by cluster",
+            fanout_duration.clone(),
+        );
+        registry.register(
+            "cluster_healthy",
+            "1 when the cluster is Healthy, else 0",
+            cluster_healthy.clone(),
+        );
+        registry.register(
+            "grpc_client_calls",
+            "Calls to spokes by cluster, method and status code",
+            grpc_calls.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_failures,
+            reconcile_duration,
+            fanout_duration,
+            cluster_healthy,
+            grpc_calls,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_reconcile(&self, controller: &str, took: Duration, failed: bool) {
+        let labels = ControllerLabels {
+            controller: controller.into(),
+        };
+        self.reconciles.get_or_create(&labels).inc();
+        self.reconcile_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if failed {
+            self.reconcile_failures.get_or_create(&labels).inc();
+        }
+    }
+
+    pub fn observe_call(&self, cluster: &str, method: &str, code: tonic::Code, took: Duration) {
+        let labels = CallLabels {
+            cluster: cluster.into(),
+            method: method.into(),
+            code: format!("{code:?}"),
+        };
+        self.grpc_calls.get_or_create(&labels).inc();
+        if method == "Deploy" {
+            self.fanout_duration
+                .get_or_create(&ClusterLabels {
+                    cluster: cluster.into(),
+                })
+                .observe(took.as_secs_f64());
+        }
+    }
+
+    pub fn set_cluster_health(&self, cluster: &str, health: ClusterHealth) {
+        let healthy = i64::from(health == ClusterHealth::Healthy);
+        self.cluster_healthy
+            .get_or_create(&ClusterLabels {
+                cluster: cluster.into(),
+            })
+            .set(healthy);
+    }
+
+    pub fn forget_cluster(&self, cluster: &str) {
+        self.cluster_healthy.remove(&ClusterLabels {
+            cluster: cluster.into(),
+        });
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
