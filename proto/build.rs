@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|name| PathBuf::from(format!("proto/oaas/{name}.proto")));
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Ordered maps encode the same way every time, so a message's bytes can be hashed.
+    config.btree_map(["."]);
     tonic_prost_build::configure().compile_with_config(
         config,
         &protos,

@@ -23,6 +23,7 @@ use crate::Error;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, Spoke};
 use crate::scope::Scope;
+use crate::triggers::spec_changes;
 
 pub const FINALIZER: &str = "oaas.io/cluster-registry";
 const FIELD_MANAGER: &str = "oaas-pm";
@@ -35,14 +36,15 @@ pub struct Context {
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    Controller::new(
+    let (store, changes) = spec_changes(
         Api::<OCluster>::all(ctx.client.clone()),
         ctx.scope.clusters(),
-    )
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
-    .for_each(|_| futures::future::ready(()))
-    .await;
+    );
+    Controller::for_stream(changes, store)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
 }
 
 fn error_policy(cluster: Arc<OCluster>, error: &Error, _: Arc<Context>) -> Action {

@@ -39,6 +39,7 @@ use crate::planning::{Candidate, place};
 use crate::registry::{Registry, Spoke};
 use crate::resolve::{Problem, resolve_class};
 use crate::scope::Scope;
+use crate::triggers::spec_changes;
 
 pub const FINALIZER: &str = "oaas.io/spoke-cleanup";
 const FIELD_MANAGER: &str = "oaas-pm";
@@ -106,11 +107,11 @@ fn object_ref_of(id: &str) -> Option<ObjectRef<OClassDeployment>> {
 }
 
 pub async fn run(ctx: Arc<Context>, changed: mpsc::UnboundedReceiver<String>) {
-    let controller = Controller::new(
+    let (deployments, changes) = spec_changes(
         ctx.scope.api::<OClassDeployment>(&ctx.client),
         watcher::Config::default(),
     );
-    let deployments = controller.store();
+    let controller = Controller::for_stream(changes, deployments.clone());
     let for_clusters = deployments.clone();
     let for_packages = deployments.clone();
     controller

@@ -13,6 +13,7 @@ mod planning;
 mod registry;
 mod resolve;
 mod scope;
+mod triggers;
 
 use std::sync::Arc;
 

@@ -23,6 +23,7 @@ use crate::Error;
 use crate::metrics::Metrics;
 use crate::resolve::check_package;
 use crate::scope::Scope;
+use crate::triggers::spec_changes;
 
 pub const FINALIZER: &str = "oaas.io/package-in-use";
 const FIELD_MANAGER: &str = "oaas-pm";
@@ -35,29 +36,30 @@ pub struct Context {
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    Controller::new(
+    let (store, changes) = spec_changes(
         ctx.scope.api::<OPackage>(&ctx.client),
         watcher::Config::default(),
-    )
-    // Who uses a package changes with class deployments.
-    .watches(
-        ctx.scope.api::<OClassDeployment>(&ctx.client),
-        watcher::Config::default(),
-        |cd| {
-            Some(
-                ObjectRef::<OPackage>::new(&cd.spec.package)
-                    .within(&cd.namespace().unwrap_or_default()),
-            )
-        },
-    )
-    .shutdown_on_signal()
-    .run(
-        reconcile,
-        |_, _, _| Action::requeue(Duration::from_secs(5)),
-        ctx,
-    )
-    .for_each(|_| futures::future::ready(()))
-    .await;
+    );
+    Controller::for_stream(changes, store)
+        // Who uses a package changes with class deployments.
+        .watches(
+            ctx.scope.api::<OClassDeployment>(&ctx.client),
+            watcher::Config::default(),
+            |cd| {
+                Some(
+                    ObjectRef::<OPackage>::new(&cd.spec.package)
+                        .within(&cd.namespace().unwrap_or_default()),
+                )
+            },
+        )
+        .shutdown_on_signal()
+        .run(
+            reconcile,
+            |_, _, _| Action::requeue(Duration::from_secs(5)),
+            ctx,
+        )
+        .for_each(|_| futures::future::ready(()))
+        .await;
 }
 
 #[instrument(skip_all, fields(package = %package.name_any()))]
