@@ -12,8 +12,9 @@ default:
 bootstrap:
     bash hack/bootstrap.sh
 
-# Bring the whole system up on local clusters
-up: cluster-up
+# Bring the whole system up on local clusters: hub + 2 spokes, PM, CRMs, samples
+up:
+    bash hack/up.sh
 
 # Stop everything `up` started
 down: cluster-down

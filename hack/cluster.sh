@@ -241,8 +241,12 @@ stop_pidfile() {
 }
 
 cmd_down() {
-  local name comp idx
+  local name comp idx pidfile
   for name in "${CLUSTERS[@]}"; do
+    # Operators started on this cluster by `just up` (hack/up.sh) go first.
+    for pidfile in "$OAAS_STATE/$name/pids/"oaas-*.pid; do
+      [[ -e "$pidfile" ]] && stop_pidfile "$pidfile"
+    done
     # Reverse start order, so nothing logs errors about a dependency that just went away.
     for ((idx = ${#COMPONENTS[@]} - 1; idx >= 0; idx--)); do
       comp=${COMPONENTS[$idx]}

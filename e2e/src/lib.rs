@@ -23,6 +23,9 @@ use kube::{Client, Config};
 /// Label carried by every namespace the suite creates, so leftovers can be cleaned by label.
 pub const E2E_LABEL: &str = "e2e.oaas.io/test";
 
+/// Label of OClusters a test registers on the hub (its value names the test's namespace).
+pub const E2E_CLUSTER_LABEL: &str = "e2e.oaas.io/pm";
+
 /// Path of a file in the repository, for tests that read manifests.
 pub fn repo_path(relative: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -68,7 +68,7 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
     let hub = hub_context();
     let hub_client = client_for(&hub).await?;
     let ns = TestNamespace::create(&hub_client, "pm").await?;
-    let selector = format!("e2e.oaas.io/pm={}", ns.name);
+    let selector = format!("{}={}", oaas_e2e::E2E_CLUSTER_LABEL, ns.name);
 
     // A CRM per spoke, each in a namespace of its own.
     let mut spokes = Vec::new();
@@ -84,8 +84,10 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
         .collect();
     for ((_, _, _, crm), name) in spokes.iter().zip(&cluster_names) {
         let manifest = format!(
-            "apiVersion: oaas.io/v1alpha1\nkind: OCluster\nmetadata:\n  name: {name}\n  labels: {{e2e.oaas.io/pm: {}}}\nspec:\n  endpoint: {}\n  timeoutSeconds: 3\n  healthCheckIntervalSeconds: 1\n  failureThreshold: 2\n  circuitOpenSeconds: 2\n",
-            ns.name, crm.endpoint
+            "apiVersion: oaas.io/v1alpha1\nkind: OCluster\nmetadata:\n  name: {name}\n  labels: {{{}: {}}}\nspec:\n  endpoint: {}\n  timeoutSeconds: 3\n  healthCheckIntervalSeconds: 1\n  failureThreshold: 2\n  circuitOpenSeconds: 2\n",
+            oaas_e2e::E2E_CLUSTER_LABEL,
+            ns.name,
+            crm.endpoint
         );
         kubectl_stdin(&hub, &["apply", "-f", "-"], &manifest)?;
     }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The whole system on local clusters: the hub and two spokes, the PM on the hub, a CRM on
+# each spoke, the spokes registered as OClusters, and the samples applied.
+# `just down` (cluster.sh down) stops all of it.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+
+bash "$HACK_DIR/cluster.sh" up >/dev/null
+export KUBECONFIG="$OAAS_KUBECONFIG"
+kubectl() { "$K8S_BIN/kubectl" "$@"; }
+TARGET="${CARGO_TARGET_DIR:-target}/debug"
+
+log "building the operators"
+cargo build -q -p oaas-pm -p oaas-crm
+
+log "installing CRDs"
+kubectl --context oaas-hub apply --server-side --force-conflicts -f manifests/crds/opackages.oaas.io.yaml \
+  -f manifests/crds/classdeployments.oaas.io.yaml -f manifests/crds/oclusters.oaas.io.yaml >/dev/null
+for spoke in spoke-a spoke-b; do
+  kubectl --context "oaas-$spoke" apply --server-side --force-conflicts -f manifests/crds/classruntimes.oaas.io.yaml >/dev/null
+done
+kubectl --context oaas-hub wait --for=condition=Established crd --all --timeout=60s >/dev/null
+
+# run_operator CLUSTER NAME BINARY ENV...: one background process with a pid file and a log.
+run_operator() {
+  local cluster=$1 name=$2 binary=$3; shift 3
+  local dir="$OAAS_STATE/$cluster" pidfile="$OAAS_STATE/$cluster/pids/$2.pid"
+  if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    log "$name on $cluster is already running"
+    return
+  fi
+  env "$@" setsid "$TARGET/$binary" > "$dir/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$pidfile"
+  log "$name on $cluster started (log: $dir/logs/$name.log)"
+}
+
+# CRM ports match manifests/samples/clusters.yaml.
+run_operator spoke-a oaas-crm oaas-crm KUBE_CONTEXT=oaas-spoke-a HTTP_PORT=30188 \
+  OPRC_CRM_BIND_ADDRESS=127.0.0.1 OPRC_CRM_CLUSTER_NAME=spoke-a
+run_operator spoke-b oaas-crm oaas-crm KUBE_CONTEXT=oaas-spoke-b HTTP_PORT=30288 \
+  OPRC_CRM_BIND_ADDRESS=127.0.0.1 OPRC_CRM_CLUSTER_NAME=spoke-b
+run_operator hub oaas-pm oaas-pm KUBE_CONTEXT=oaas-hub SERVER_HOST=127.0.0.1 SERVER_PORT=8080
+
+log "registering the spokes and applying the samples"
+kubectl --context oaas-hub apply -f manifests/samples/clusters.yaml >/dev/null
+kubectl --context oaas-hub apply -n default -f manifests/samples/package.yaml \
+  -f manifests/samples/classdeployment.yaml >/dev/null
+if ! kubectl --context oaas-hub wait -n default --for=condition=Available classdeployment/record --timeout=120s >/dev/null; then
+  kubectl --context oaas-hub get classdeployment record -o yaml >&2 || true
+  die "the sample class deployment did not become Available; logs are in $OAAS_STATE/*/logs/"
+fi
+kubectl --context oaas-hub get oclusters,opackages,classdeployments
+cat <<MSG
+
+The system is up. Try:
+  export KUBECONFIG=$OAAS_KUBECONFIG
+  kubectl get classdeployments                         # on the hub (context oaas-hub)
+  kubectl get oaas                                     # every OaaS resource in the namespace
+  kubectl --context oaas-spoke-a get classruntimes,deployments,services
+  curl -s 127.0.0.1:8080/metrics | grep oaas_pm_       # the PM's metrics
+Stop everything with: just down
+MSG
