@@ -1,10 +1,14 @@
 //! Benchmarks against real clusters. Prints one table and writes it as JSON
 //! (`target/bench.json`, or the path in `BENCH_OUT`). Numbers are reported, never asserted.
 //!
-//!   bench [crm]      the class runtime manager on the first spoke
+//!   bench [all]      everything below
+//!   bench crm        the class runtime manager on the first spoke
+//!   bench pm         the whole system: the PM on the hub, a CRM on each spoke
 //!
-//! Sizes come from the environment: `BENCH_CRM_UNITS` (latency samples, default 200) and
-//! `BENCH_CRM_RUNTIMES` (ClassRuntimes for the memory figure, default 2000).
+//! Sizes come from the environment: `BENCH_CRM_UNITS` (latency samples, default 200),
+//! `BENCH_CRM_RUNTIMES` (ClassRuntimes for the memory figure, default 2000),
+//! `BENCH_PM_SAMPLES` (latency samples, default 50) and `BENCH_PM_DEPLOYMENTS` (class
+//! deployments for the scale figure, default 500).
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -20,20 +24,23 @@ use oaas_proto::deployment::{self as pb};
 use oaas_proto::package::{FunctionType, ProvisionConfig};
 use serde_json::json;
 
-struct Row {
+#[path = "bench/pm.rs"]
+mod pm;
+
+pub struct Row {
     name: String,
     value: f64,
     unit: &'static str,
 }
 
-fn env_number(name: &str, default: usize) -> usize {
+pub fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index].as_secs_f64() * 1000.0
 }
@@ -59,7 +66,7 @@ fn mk_unit(i: usize) -> pb::DeploymentUnit {
 }
 
 /// Resident memory of a process in MiB, from /proc.
-fn rss_mib(pid: u32) -> f64 {
+pub fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib: f64 = status
         .lines()
@@ -70,7 +77,7 @@ fn rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
-fn cache<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
+pub fn cache<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -232,9 +239,12 @@ async fn main() -> anyhow::Result<()> {
     if matches!(which.as_str(), "all" | "crm") {
         bench_crm(&mut rows).await?;
     }
+    if matches!(which.as_str(), "all" | "pm") {
+        pm::bench_pm(&mut rows).await?;
+    }
     anyhow::ensure!(
         !rows.is_empty(),
-        "unknown benchmark {which:?}; use crm or all"
+        "unknown benchmark {which:?}; use crm, pm or all"
     );
     print_and_save(&rows)?;
     Ok(())

@@ -178,7 +178,8 @@ where
         // Managed fields are most of an object and nothing here reads them.
         .modify(|o| o.managed_fields_mut().clear())
         .reflect(writer)
-        .applied_objects();
+        // Touched, not applied: a deleted child must wake its owner up so it comes back.
+        .touched_objects();
     (reader, Box::pin(stream))
 }
 
