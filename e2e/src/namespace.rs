@@ -1,7 +1,8 @@
 use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ApiResource, DynamicObject};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use oaas_crds::ClassRuntime;
+use oaas_crds::{ClassRuntime, OClassDeployment, OPackage};
 use rand::distr::{Alphanumeric, SampleString};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -57,8 +58,8 @@ impl TestNamespace {
     }
 }
 
-/// Deletes every namespace the suite created, in one cluster. ClassRuntimes left there by a
-/// test whose CRM is gone lose their finalizer first, or the namespace could never go.
+/// Deletes every namespace the suite created, in one cluster. Our resources left there by a
+/// test whose operators are gone lose their finalizers first, or the namespace could never go.
 pub async fn delete_all_test_namespaces(client: &Client) -> anyhow::Result<usize> {
     let api = Api::<Namespace>::all(client.clone());
     let list = api.list(&ListParams::default().labels(E2E_LABEL)).await?;
@@ -66,13 +67,22 @@ pub async fn delete_all_test_namespaces(client: &Client) -> anyhow::Result<usize
         let Some(name) = &ns.metadata.name else {
             continue;
         };
-        let runtimes = Api::<ClassRuntime>::namespaced(client.clone(), name);
-        // The CRD may not be installed in this cluster (the hub has none).
-        if let Ok(items) = runtimes.list(&ListParams::default()).await {
-            for runtime in items {
+        // Our resources there keep finalizers whose operators are gone; a CRD that is not
+        // installed in this cluster just lists nothing.
+        let kinds = [
+            ApiResource::erase::<ClassRuntime>(&()),
+            ApiResource::erase::<OClassDeployment>(&()),
+            ApiResource::erase::<OPackage>(&()),
+        ];
+        for kind in kinds {
+            let objects: Api<DynamicObject> = Api::namespaced_with(client.clone(), name, &kind);
+            let Ok(items) = objects.list(&ListParams::default()).await else {
+                continue;
+            };
+            for object in items {
                 let patch = Patch::Merge(json!({"metadata": {"finalizers": null}}));
-                runtimes
-                    .patch(&runtime.name_any(), &PatchParams::default(), &patch)
+                objects
+                    .patch(&object.name_any(), &PatchParams::default(), &patch)
                     .await?;
             }
         }

@@ -282,6 +282,20 @@ async fn a_class_is_deployed_updated_redeployed_and_deleted() -> anyhow::Result<
         .wait_phase(id, pb::Phase::Available, Duration::from_secs(30))
         .await?;
 
+    // A deleted child comes back at once.
+    deployments
+        .delete("shop-record-echo", &Default::default())
+        .await?;
+    wait_for(
+        "the deleted echo Deployment to come back",
+        Duration::from_secs(10),
+        || async {
+            let back = deployments.get_opt("shop-record-echo").await?;
+            Ok(back.filter(|d| d.metadata.deletion_timestamp.is_none()))
+        },
+    )
+    .await?;
+
     // Dropping a function removes its children (orphans are deleted).
     let mut fewer = mk_unit(id);
     fewer.functions.truncate(1);

@@ -256,3 +256,107 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
     }
     Ok(())
 }
+
+#[tokio::test]
+#[ignore = "needs the local clusters: run `just test`"]
+async fn a_selector_chosen_cluster_that_stays_unreachable_is_replaced() -> anyhow::Result<()> {
+    install_all_crds().await?;
+    let hub = hub_context();
+    let hub_client = client_for(&hub).await?;
+    let ns = TestNamespace::create(&hub_client, "failover").await?;
+    let selector = format!("{}={}", oaas_e2e::E2E_CLUSTER_LABEL, ns.name);
+
+    // Two CRMs on the first spoke, in two namespaces, registered as two clusters; the first
+    // is more available, so a target of 0.5 places the class there alone.
+    let context = spoke_contexts().remove(0);
+    let spoke = client_for(&context).await?;
+    let mut crms = Vec::new();
+    for (suffix, availability) in [("best", 0.99), ("spare", 0.95)] {
+        let spoke_ns = TestNamespace::create(&spoke, "failover-spoke").await?;
+        let crm = Crm::start(&context, &spoke_ns.name, &[]).await?;
+        let manifest = format!(
+            "apiVersion: oaas.io/v1alpha1\nkind: OCluster\nmetadata:\n  name: {}-{suffix}\n  labels: {{{}: {}, tier: gold}}\nspec:\n  endpoint: {}\n  availability: {availability}\n  timeoutSeconds: 3\n  healthCheckIntervalSeconds: 1\n  failureThreshold: 2\n  circuitOpenSeconds: 2\n",
+            ns.name,
+            oaas_e2e::E2E_CLUSTER_LABEL,
+            ns.name,
+            crm.endpoint
+        );
+        kubectl_stdin(&hub, &["apply", "-f", "-"], &manifest)?;
+        crms.push((spoke_ns, crm));
+    }
+    let (best, spare) = (format!("{}-best", ns.name), format!("{}-spare", ns.name));
+    let _pm = Pm::start(&hub, &ns.name, &selector).await?;
+
+    let (package, _) = samples(&[])?;
+    kubectl_stdin(&hub, &["apply", "-n", &ns.name, "-f", "-"], &package)?;
+    let deployment = "apiVersion: oaas.io/v1alpha1\nkind: OClassDeployment\nmetadata:\n  name: thumbs\nspec:\n  package: example\n  classKey: Thumbnail\n  clusterSelector: {matchLabels: {tier: gold}}\n  nfr: {availability: 0.5}\n  failoverGraceSeconds: 2\n";
+    kubectl_stdin(&hub, &["apply", "-n", &ns.name, "-f", "-"], deployment)?;
+    kubectl(
+        &hub,
+        &[
+            "wait",
+            "-n",
+            &ns.name,
+            "--for=condition=Available",
+            "classdeployment/thumbs",
+            "--timeout=60s",
+        ],
+    )?;
+    let deployments: Api<OClassDeployment> = Api::namespaced(hub_client.clone(), &ns.name);
+    let planned = |cd: &OClassDeployment| {
+        cd.status
+            .clone()
+            .unwrap_or_default()
+            .plan
+            .unwrap_or_default()
+            .clusters
+    };
+    assert_eq!(planned(&deployments.get("thumbs").await?), [best.clone()]);
+
+    // The chosen cluster goes away: after the grace period the spare takes over.
+    crms[0].1.process.kill();
+    let moved = wait_for(
+        "the class to move to the spare cluster",
+        Duration::from_secs(30),
+        || async {
+            let cd = deployments.get("thumbs").await?;
+            let status = cd.status.clone().unwrap_or_default();
+            let on_spare = planned(&cd) == [spare.clone()]
+                && status.phase == Some(oaas_crds::common::Phase::Available);
+            Ok(on_spare.then_some(cd))
+        },
+    )
+    .await?;
+    assert_eq!(moved.status.unwrap().clusters_ready.as_deref(), Some("1/1"));
+    let runtimes: Api<ClassRuntime> = Api::namespaced(spoke.clone(), &crms[1].0.name);
+    assert_eq!(
+        runtimes.list(&Default::default()).await?.items.len(),
+        1,
+        "the spare runs the class"
+    );
+
+    // The lost cluster is deregistered (so the deployment no longer waits for it), then the
+    // deployment is deleted, then the rest.
+    kubectl(&hub, &["delete", "ocluster", &best, "--timeout=30s"])?;
+    kubectl(
+        &hub,
+        &[
+            "delete",
+            "-n",
+            &ns.name,
+            "classdeployment/thumbs",
+            "--timeout=60s",
+        ],
+    )?;
+    kubectl(&hub, &["delete", "ocluster", &spare, "--timeout=30s"])?;
+    ns.delete().await?;
+    // The lost CRM's namespace still holds its ClassRuntime: a CRM must run its finalizer.
+    let (lost_ns, lost_crm) = crms.remove(0);
+    drop(lost_crm);
+    let _revived = Crm::start(&context, &lost_ns.name, &[]).await?;
+    lost_ns.delete().await?;
+    for (spoke_ns, _crm) in crms {
+        spoke_ns.delete().await?;
+    }
+    Ok(())
+}

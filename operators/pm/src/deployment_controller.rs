@@ -39,7 +39,7 @@ use crate::planning::{Candidate, place};
 use crate::registry::{Registry, Spoke};
 use crate::resolve::{Problem, resolve_class};
 use crate::scope::Scope;
-use crate::triggers::spec_changes;
+use crate::triggers::{cluster_placement_changes, generation_changes, spec_changes};
 
 pub const FINALIZER: &str = "oaas.io/spoke-cleanup";
 const FIELD_MANAGER: &str = "oaas-pm";
@@ -116,9 +116,11 @@ pub async fn run(ctx: Arc<Context>, changed: mpsc::UnboundedReceiver<String>) {
     let for_packages = deployments.clone();
     controller
         // Cluster health and availability change plans: look at every deployment again.
-        .watches(
-            Api::<OCluster>::all(ctx.client.clone()),
-            ctx.scope.clusters(),
+        .watches_stream(
+            cluster_placement_changes(
+                Api::<OCluster>::all(ctx.client.clone()),
+                ctx.scope.clusters(),
+            ),
             move |_| {
                 for_clusters
                     .state()
@@ -127,9 +129,11 @@ pub async fn run(ctx: Arc<Context>, changed: mpsc::UnboundedReceiver<String>) {
                     .collect::<Vec<_>>()
             },
         )
-        .watches(
-            ctx.scope.api::<OPackage>(&ctx.client),
-            watcher::Config::default(),
+        .watches_stream(
+            generation_changes(
+                ctx.scope.api::<OPackage>(&ctx.client),
+                watcher::Config::default(),
+            ),
             move |package| {
                 let namespace = package.namespace();
                 let name = package.name_any();

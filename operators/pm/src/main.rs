@@ -26,7 +26,7 @@ use futures::StreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use oaas_crds::{OCluster, OPackage};
+use oaas_crds::{OClassDeployment, OCluster, OPackage};
 use tracing::info;
 
 use crate::config::Config;
@@ -68,13 +68,21 @@ async fn main() -> anyhow::Result<()> {
         metrics: metrics.clone(),
     };
     tokio::spawn(cluster_controller::run(Arc::new(cluster_ctx)));
+    let (deployments, deployment_changes) = triggers::spec_changes(
+        scope.api::<OClassDeployment>(&client),
+        watcher::Config::default(),
+    );
     let package_ctx = package_controller::Context {
         client: client.clone(),
         scope: scope.clone(),
         packages: packages.clone(),
+        deployments,
         metrics: metrics.clone(),
     };
-    tokio::spawn(package_controller::run(Arc::new(package_ctx)));
+    tokio::spawn(package_controller::run(
+        Arc::new(package_ctx),
+        deployment_changes,
+    ));
     let deployment_ctx = deployment_controller::Context::new(
         client.clone(),
         scope,

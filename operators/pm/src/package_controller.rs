@@ -32,26 +32,31 @@ pub struct Context {
     pub client: Client,
     pub scope: Scope,
     pub packages: Store<OPackage>,
+    /// Who uses which package.
+    pub deployments: Store<OClassDeployment>,
     pub metrics: Arc<Metrics>,
 }
 
-pub async fn run(ctx: Arc<Context>) {
+/// `deployment_changes` yields class deployments whose spec changed (they may have started
+/// or stopped using a package); their status changes do not concern packages.
+pub async fn run(
+    ctx: Arc<Context>,
+    deployment_changes: impl futures::Stream<Item = Result<OClassDeployment, watcher::Error>>
+    + Send
+    + 'static,
+) {
     let (store, changes) = spec_changes(
         ctx.scope.api::<OPackage>(&ctx.client),
         watcher::Config::default(),
     );
     Controller::for_stream(changes, store)
         // Who uses a package changes with class deployments.
-        .watches(
-            ctx.scope.api::<OClassDeployment>(&ctx.client),
-            watcher::Config::default(),
-            |cd| {
-                Some(
-                    ObjectRef::<OPackage>::new(&cd.spec.package)
-                        .within(&cd.namespace().unwrap_or_default()),
-                )
-            },
-        )
+        .watches_stream(deployment_changes, |cd| {
+            Some(
+                ObjectRef::<OPackage>::new(&cd.spec.package)
+                    .within(&cd.namespace().unwrap_or_default()),
+            )
+        })
         .shutdown_on_signal()
         .run(
             reconcile,
@@ -81,19 +86,17 @@ async fn reconcile(package: Arc<OPackage>, ctx: Arc<Context>) -> Result<Action, 
 }
 
 /// Class deployments in the package's namespace that name it, as namespace/name.
-async fn users(ctx: &Context, package: &OPackage) -> Result<Vec<String>, Error> {
-    let namespace = package.namespace().unwrap_or_default();
-    let list = Api::<OClassDeployment>::namespaced(ctx.client.clone(), &namespace)
-        .list(&Default::default())
-        .await?;
-    let mut users: Vec<String> = list
-        .items
+fn users(ctx: &Context, package: &OPackage) -> Vec<String> {
+    let namespace = package.namespace();
+    let mut users: Vec<String> = ctx
+        .deployments
+        .state()
         .iter()
-        .filter(|cd| cd.spec.package == package.name_any())
-        .map(|cd| format!("{namespace}/{}", cd.name_any()))
+        .filter(|cd| cd.namespace() == namespace && cd.spec.package == package.name_any())
+        .map(|cd| format!("{}/{}", cd.namespace().unwrap_or_default(), cd.name_any()))
         .collect();
     users.sort();
-    Ok(users)
+    users
 }
 
 async fn check(package: &OPackage, ctx: &Context) -> Result<Action, Error> {
@@ -118,7 +121,7 @@ async fn check(package: &OPackage, ctx: &Context) -> Result<Action, Error> {
         class_count: Some(package.spec.classes.len() as u32),
         function_count: Some(package.spec.functions.len() as u32),
         resolved_dependencies: resolved,
-        used_by: users(ctx, package).await?,
+        used_by: users(ctx, package),
         ..previous.clone()
     };
     write_status(ctx, package, &previous, status, ready).await?;
@@ -127,7 +130,7 @@ async fn check(package: &OPackage, ctx: &Context) -> Result<Action, Error> {
 }
 
 async fn release(package: &OPackage, ctx: &Context) -> Result<Action, Error> {
-    let users = users(ctx, package).await?;
+    let users = users(ctx, package);
     if users.is_empty() {
         return Ok(Action::await_change());
     }

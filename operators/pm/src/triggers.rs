@@ -6,6 +6,7 @@ use futures::Stream;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
+use oaas_crds::OCluster;
 
 pub fn spec_changes<K>(
     api: Api<K>,
@@ -34,4 +35,48 @@ where
             Default::default(),
         );
     (reader, stream)
+}
+
+/// OClusters whose placement-relevant state changed: spec, labels, health or availability.
+/// Their `lastSeen` moves on every health check and must not re-plan every deployment.
+pub fn cluster_placement_changes(
+    api: Api<OCluster>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<OCluster, watcher::Error>> + Send + 'static {
+    watcher(api, config)
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(placement_hash, Default::default())
+}
+
+fn placement_hash(cluster: &OCluster) -> Option<u64> {
+    let status = cluster.status.clone().unwrap_or_default();
+    let key = format!(
+        "{:?}|{:?}|{:?}|{:?}",
+        cluster.metadata.generation,
+        cluster.labels(),
+        status.health,
+        status.availability.map(f64::to_bits)
+    );
+    Some(oaas_crds::validation::fnv1a(key.as_bytes()))
+}
+
+/// Objects whose spec changed (or that were deleted), without a cache.
+pub fn generation_changes<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + serde::de::DeserializeOwned
+        + 'static,
+{
+    watcher(api, config)
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(predicates::generation, Default::default())
 }
