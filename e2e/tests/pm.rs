@@ -311,7 +311,10 @@ async fn a_selector_chosen_cluster_that_stays_unreachable_is_replaced() -> anyho
             .unwrap_or_default()
             .clusters
     };
-    assert_eq!(planned(&deployments.get("thumbs").await?), [best.clone()]);
+    assert_eq!(
+        planned(&deployments.get("thumbs").await?),
+        std::slice::from_ref(&best)
+    );
 
     // The chosen cluster goes away: after the grace period the spare takes over.
     crms[0].1.process.kill();
@@ -321,7 +324,7 @@ async fn a_selector_chosen_cluster_that_stays_unreachable_is_replaced() -> anyho
         || async {
             let cd = deployments.get("thumbs").await?;
             let status = cd.status.clone().unwrap_or_default();
-            let on_spare = planned(&cd) == [spare.clone()]
+            let on_spare = planned(&cd) == std::slice::from_ref(&spare)
                 && status.phase == Some(oaas_crds::common::Phase::Available);
             Ok(on_spare.then_some(cd))
         },
