@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use oaas_proto::crm::crm_info_service_server::CrmInfoServiceServer;
@@ -37,8 +37,8 @@ struct HttpState {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    init_tracing(config.json_logs);
-    let client = kube_client().await?;
+    oaas_operator_common::init_tracing(config.json_logs);
+    let client = oaas_operator_common::kube_client().await?;
     let kubernetes_version = client
         .apiserver_version()
         .await
@@ -76,7 +76,12 @@ async fn main() -> anyhow::Result<()> {
     let http = axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+        .route(
+            "/metrics",
+            get(|State(state): State<HttpState>| async move {
+                oaas_operator_common::metrics_response(state.metrics.encode())
+            }),
+        )
         .with_state(HttpState { metrics, ready });
     let routes = tonic::service::Routes::new(health_service)
         .add_service(DeploymentServiceServer::new(deployment))
@@ -103,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::pin!(server);
     tokio::select! {
         served = &mut server => served.context("serving gRPC/HTTP")?,
-        () = shutdown_signal() => {
+        () = oaas_operator_common::shutdown_signal() => {
             // Stop accepting; give in-flight calls a moment, but do not wait for clients that
             // hold connections or status watches open: they reconnect to another replica.
             let _ = stop.send(());
@@ -116,26 +121,6 @@ async fn main() -> anyhow::Result<()> {
 /// How long in-flight requests may finish after SIGTERM.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// In-cluster or kubeconfig credentials; `KUBE_CONTEXT` picks a kubeconfig context, which
-/// lets one machine run a CRM per local cluster.
-async fn kube_client() -> anyhow::Result<kube::Client> {
-    let config = match std::env::var("KUBE_CONTEXT").ok().filter(|c| !c.is_empty()) {
-        Some(context) => {
-            let options = kube::config::KubeConfigOptions {
-                context: Some(context.clone()),
-                ..Default::default()
-            };
-            kube::Config::from_kubeconfig(&options)
-                .await
-                .with_context(|| format!("loading kube context {context} (KUBE_CONTEXT)"))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("finding Kubernetes credentials")?,
-    };
-    kube::Client::try_from(config).context("connecting to the Kubernetes API")
-}
-
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     if state.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ok")
@@ -144,37 +129,5 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             "ClassRuntime cache not synced yet",
         )
-    }
-}
-
-async fn metrics_text(State(state): State<HttpState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-}
-
-/// Resolves on SIGTERM (how Kubernetes stops a Pod) or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    info!("shutting down");
-}
-
-fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

@@ -19,13 +19,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::StreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use oaas_crds::{OClassDeployment, OCluster, OPackage};
 use tracing::info;
 
@@ -48,8 +46,8 @@ pub enum Error {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    init_tracing(config.json_logs);
-    let client = kube_client().await?;
+    oaas_operator_common::init_tracing(config.json_logs);
+    let client = oaas_operator_common::kube_client().await?;
     bootstrap::apply(&client, &config.namespace, &config.clusters).await?;
 
     let metrics = Arc::new(Metrics::default());
@@ -99,7 +97,12 @@ async fn main() -> anyhow::Result<()> {
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics_text))
+        .route(
+            "/metrics",
+            get(|State(metrics): State<Arc<Metrics>>| async move {
+                oaas_operator_common::metrics_response(metrics.encode())
+            }),
+        )
         .with_state(metrics);
     let address = format!("{}:{}", config.server_host, config.server_port);
     let listener = tokio::net::TcpListener::bind(&address)
@@ -107,7 +110,9 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("listening on {address} (SERVER_HOST/SERVER_PORT)"))?;
     info!(%address, "oaas-pm serving HTTP");
     tokio::select! {
-        served = axum::serve(listener, app) => served.context("serving HTTP")?,
+        served = axum::serve(listener, app).with_graceful_shutdown(oaas_operator_common::shutdown_signal()) => {
+            served.context("serving HTTP")?
+        }
         _ = deployments => info!("controllers stopped"),
     }
     Ok(())
@@ -132,44 +137,4 @@ where
         .applied_objects();
     tokio::spawn(stream.for_each(|_| futures::future::ready(())));
     reader
-}
-
-async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        metrics.encode(),
-    )
-}
-
-/// In-cluster or kubeconfig credentials; `KUBE_CONTEXT` picks a kubeconfig context.
-async fn kube_client() -> anyhow::Result<Client> {
-    let config = match std::env::var("KUBE_CONTEXT").ok().filter(|c| !c.is_empty()) {
-        Some(context) => {
-            let options = kube::config::KubeConfigOptions {
-                context: Some(context.clone()),
-                ..Default::default()
-            };
-            kube::Config::from_kubeconfig(&options)
-                .await
-                .with_context(|| format!("loading kube context {context} (KUBE_CONTEXT)"))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("finding Kubernetes credentials")?,
-    };
-    Client::try_from(config).context("connecting to the Kubernetes API")
-}
-
-fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

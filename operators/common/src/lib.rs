@@ -1,0 +1,61 @@
+//! Process plumbing the PM and the CRM share: how they find the Kubernetes API, set up logs,
+//! answer /metrics, and learn that they should stop.
+#![forbid(unsafe_code)]
+
+use anyhow::Context as _;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+/// In-cluster or kubeconfig credentials; `KUBE_CONTEXT` picks a kubeconfig context, which
+/// lets one machine run an operator per local cluster.
+pub async fn kube_client() -> anyhow::Result<kube::Client> {
+    let config = match std::env::var("KUBE_CONTEXT").ok().filter(|c| !c.is_empty()) {
+        Some(context) => {
+            let options = kube::config::KubeConfigOptions {
+                context: Some(context.clone()),
+                ..Default::default()
+            };
+            kube::Config::from_kubeconfig(&options)
+                .await
+                .with_context(|| format!("loading kube context {context} (KUBE_CONTEXT)"))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("finding Kubernetes credentials")?,
+    };
+    kube::Client::try_from(config).context("connecting to the Kubernetes API")
+}
+
+/// Logs to stderr, as text or JSON; `RUST_LOG` sets levels (default info).
+pub fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// A /metrics answer in the OpenMetrics text format.
+pub fn metrics_response(text: String) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+/// Resolves on SIGTERM (how Kubernetes stops a Pod) or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}
