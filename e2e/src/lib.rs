@@ -35,12 +35,28 @@ pub fn repo_path(relative: &str) -> std::path::PathBuf {
 
 /// Runs kubectl (from PATH) against a context and returns its stdout, or its stderr as error.
 pub fn kubectl(context: &str, args: &[&str]) -> anyhow::Result<String> {
-    let output = std::process::Command::new("kubectl")
+    kubectl_with_input(context, args, "")
+}
+
+/// Runs kubectl with `input` on its standard input (e.g. `apply -f -`).
+pub fn kubectl_with_input(context: &str, args: &[&str], input: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("kubectl")
         .arg("--context")
         .arg(context)
         .args(args)
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .context("running kubectl (is it on PATH? `just test` puts it there)")?;
+    child
+        .stdin
+        .take()
+        .context("kubectl stdin")?
+        .write_all(input.as_bytes())?;
+    let output = child.wait_with_output()?;
     if !output.status.success() {
         anyhow::bail!(
             "kubectl {}: {}",
@@ -49,6 +65,14 @@ pub fn kubectl(context: &str, args: &[&str]) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8(output.stdout)?)
+}
+
+/// The image of a Deployment's first container.
+pub fn image_of(d: &k8s_openapi::api::apps::v1::Deployment) -> String {
+    let pod = d.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+    pod.and_then(|p| p.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
 }
 
 /// Name of the hub's kube context.

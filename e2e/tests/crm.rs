@@ -9,7 +9,7 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use oaas_crds::ClassRuntime;
 use oaas_e2e::{
-    Crm, TestNamespace, client_for, http_get, install_all_crds, spoke_contexts, wait_for,
+    Crm, TestNamespace, client_for, http_get, image_of, install_all_crds, spoke_contexts, wait_for,
 };
 use oaas_proto::crm::{GetClusterInfoRequest, crm_info_service_client::CrmInfoServiceClient};
 use oaas_proto::deployment::deployment_service_client::DeploymentServiceClient;
@@ -147,20 +147,6 @@ fn deploy_request(
     request
 }
 
-fn container_image(d: &Deployment) -> String {
-    d.spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
-        .image
-        .clone()
-        .unwrap()
-}
-
 #[tokio::test]
 #[ignore = "needs the local clusters: run `just test`"]
 async fn a_class_is_deployed_updated_redeployed_and_deleted() -> anyhow::Result<()> {
@@ -189,7 +175,7 @@ async fn a_class_is_deployed_updated_redeployed_and_deleted() -> anyhow::Result<
 
     let deployments: Api<Deployment> = spoke.api();
     let echo = deployments.get("shop-record-echo").await?;
-    assert_eq!(container_image(&echo), "img/echo:1");
+    assert_eq!(image_of(&echo), "img/echo:1");
     let owner = &echo.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(
         (owner.kind.as_str(), owner.name.as_str()),
@@ -272,8 +258,8 @@ async fn a_class_is_deployed_updated_redeployed_and_deleted() -> anyhow::Result<
         Duration::from_secs(30),
         || async {
             let d = deployments.get("shop-record-record-update").await?;
-            let done = container_image(&d) == "img/update:2"
-                && d.spec.as_ref().unwrap().replicas == Some(3);
+            let done =
+                image_of(&d) == "img/update:2" && d.spec.as_ref().unwrap().replicas == Some(3);
             Ok(done.then_some(()))
         },
     )

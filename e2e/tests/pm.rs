@@ -7,8 +7,8 @@ use kube::Api;
 use oaas_crds::cluster::ClusterHealth;
 use oaas_crds::{ClassRuntime, OClassDeployment, OCluster};
 use oaas_e2e::{
-    Crm, Pm, TestNamespace, client_for, hub_context, install_all_crds, kubectl, repo_path,
-    spoke_contexts, wait_for,
+    Crm, Pm, TestNamespace, client_for, hub_context, image_of, install_all_crds, kubectl,
+    kubectl_with_input, repo_path, spoke_contexts, wait_for,
 };
 
 /// The sample package, and the sample class deployment pointed at this test's clusters.
@@ -22,42 +22,8 @@ fn samples(clusters: &[String]) -> anyhow::Result<(String, String)> {
     Ok((package, deployment))
 }
 
-fn kubectl_stdin(context: &str, args: &[&str], input: &str) -> anyhow::Result<String> {
-    use std::io::Write;
-    let mut child = std::process::Command::new("kubectl")
-        .arg("--context")
-        .arg(context)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    child.stdin.take().unwrap().write_all(input.as_bytes())?;
-    let output = child.wait_with_output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8(output.stdout)?)
-}
-
 async fn cluster_health(api: &Api<OCluster>, name: &str) -> anyhow::Result<ClusterHealth> {
     Ok(api.get(name).await?.status.unwrap_or_default().health)
-}
-
-fn image_of(d: &Deployment) -> String {
-    d.spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
-        .image
-        .clone()
-        .unwrap()
 }
 
 #[tokio::test]
@@ -89,7 +55,7 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
             ns.name,
             crm.endpoint
         );
-        kubectl_stdin(&hub, &["apply", "-f", "-"], &manifest)?;
+        kubectl_with_input(&hub, &["apply", "-f", "-"], &manifest)?;
     }
     let _pm = Pm::start(&hub, &ns.name, &selector).await?;
     let clusters: Api<OCluster> = Api::all(hub_client.clone());
@@ -109,8 +75,8 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
 
     // Apply the sample package and class deployment with kubectl; wait for Available.
     let (package, deployment) = samples(&cluster_names)?;
-    kubectl_stdin(&hub, &["apply", "-n", &ns.name, "-f", "-"], &package)?;
-    kubectl_stdin(&hub, &["apply", "-n", &ns.name, "-f", "-"], &deployment)?;
+    kubectl_with_input(&hub, &["apply", "-n", &ns.name, "-f", "-"], &package)?;
+    kubectl_with_input(&hub, &["apply", "-n", &ns.name, "-f", "-"], &deployment)?;
     kubectl(
         &hub,
         &[
@@ -143,7 +109,7 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
 
     // A new image in the package rolls both spokes.
     let updated = package.replace("functions/echo:1.0.0", "functions/echo:1.1.0");
-    kubectl_stdin(&hub, &["apply", "-n", &ns.name, "-f", "-"], &updated)?;
+    kubectl_with_input(&hub, &["apply", "-n", &ns.name, "-f", "-"], &updated)?;
     for (context, client, spoke_ns, _) in &spokes {
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &spoke_ns.name);
         wait_for(
@@ -281,16 +247,16 @@ async fn a_selector_chosen_cluster_that_stays_unreachable_is_replaced() -> anyho
             ns.name,
             crm.endpoint
         );
-        kubectl_stdin(&hub, &["apply", "-f", "-"], &manifest)?;
+        kubectl_with_input(&hub, &["apply", "-f", "-"], &manifest)?;
         crms.push((spoke_ns, crm));
     }
     let (best, spare) = (format!("{}-best", ns.name), format!("{}-spare", ns.name));
     let _pm = Pm::start(&hub, &ns.name, &selector).await?;
 
     let (package, _) = samples(&[])?;
-    kubectl_stdin(&hub, &["apply", "-n", &ns.name, "-f", "-"], &package)?;
+    kubectl_with_input(&hub, &["apply", "-n", &ns.name, "-f", "-"], &package)?;
     let deployment = "apiVersion: oaas.io/v1alpha1\nkind: OClassDeployment\nmetadata:\n  name: thumbs\nspec:\n  package: example\n  classKey: Thumbnail\n  clusterSelector: {matchLabels: {tier: gold}}\n  nfr: {availability: 0.5}\n  failoverGraceSeconds: 2\n";
-    kubectl_stdin(&hub, &["apply", "-n", &ns.name, "-f", "-"], deployment)?;
+    kubectl_with_input(&hub, &["apply", "-n", &ns.name, "-f", "-"], deployment)?;
     kubectl(
         &hub,
         &[

@@ -20,10 +20,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::extract::State;
 use axum::routing::get;
-use futures::StreamExt;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, ResourceExt};
+use kube::Api;
+use kube::runtime::watcher;
 use oaas_crds::{OClassDeployment, OCluster, OPackage};
 use tracing::info;
 
@@ -55,8 +53,8 @@ async fn main() -> anyhow::Result<()> {
         namespace: config.watch_namespace.clone(),
         cluster_selector: config.cluster_selector.clone(),
     };
-    let packages = cache(scope.api::<OPackage>(&client), watcher::Config::default());
-    let clusters = cache(Api::<OCluster>::all(client.clone()), scope.clusters());
+    let packages = triggers::cache(scope.api::<OPackage>(&client), watcher::Config::default());
+    let clusters = triggers::cache(Api::<OCluster>::all(client.clone()), scope.clusters());
     let (registry, changed) = registry::Registry::new();
 
     let cluster_ctx = cluster_controller::Context {
@@ -116,25 +114,4 @@ async fn main() -> anyhow::Result<()> {
         _ = deployments => info!("controllers stopped"),
     }
     Ok(())
-}
-
-/// A cache of the objects an Api sees, kept current by a watch.
-fn cache<K>(api: Api<K>, config: watcher::Config) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + serde::de::DeserializeOwned
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
-        .default_backoff()
-        .modify(|o| o.managed_fields_mut().clear())
-        .reflect(writer)
-        .applied_objects();
-    tokio::spawn(stream.for_each(|_| futures::future::ready(())));
-    reader
 }

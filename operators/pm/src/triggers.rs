@@ -2,13 +2,15 @@
 //! object only when its spec (generation) or finalizers changed. A controller's own status
 //! writes then do not wake it up again, which would otherwise turn a status that changes on
 //! every pass (a cluster's lastSeen) into a busy loop.
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
 use oaas_crds::OCluster;
 
-pub fn spec_changes<K>(
+/// A cache of what `api` sees (managed fields dropped: nothing reads them) and the stream of
+/// applied objects that keeps it current; the stream must be polled.
+fn reflected<K>(
     api: Api<K>,
     config: watcher::Config,
 ) -> (
@@ -29,12 +31,48 @@ where
         .default_backoff()
         .modify(|o| o.managed_fields_mut().clear())
         .reflect(writer)
-        .applied_objects()
-        .predicate_filter(
-            predicates::generation.combine(predicates::finalizers),
-            Default::default(),
-        );
+        .applied_objects();
     (reader, stream)
+}
+
+/// A cache kept current in the background.
+pub fn cache<K>(api: Api<K>, config: watcher::Config) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + serde::de::DeserializeOwned
+        + 'static,
+{
+    let (reader, stream) = reflected(api, config);
+    tokio::spawn(stream.for_each(|_| futures::future::ready(())));
+    reader
+}
+
+pub fn spec_changes<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + serde::de::DeserializeOwned
+        + 'static,
+{
+    let (reader, stream) = reflected(api, config);
+    let changes = stream.predicate_filter(
+        predicates::generation.combine(predicates::finalizers),
+        Default::default(),
+    );
+    (reader, changes)
 }
 
 /// OClusters whose placement-relevant state changed: spec, labels, health or availability.
