@@ -27,6 +27,25 @@ pub fn check_key(key: &str) -> Result<(), String> {
     }
 }
 
+/// Checks a DNS-1123 label (namespace names): lowercase letters, digits and '-', starting
+/// and ending with a letter or digit, at most 63 characters.
+pub fn check_dns_label(name: &str) -> Result<(), String> {
+    let bytes = name.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= MAX_NAME_LEN
+        && alnum(&bytes[0])
+        && alnum(&bytes[bytes.len() - 1])
+        && bytes.iter().all(|b| alnum(b) || *b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} must be lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
+        ))
+    }
+}
+
 /// Turns keys into a DNS-1035 label: lowercase, every character other than `[a-z0-9-]`
 /// becomes `-`, runs of `-` collapse, no leading digit or `-`, no trailing `-`. Names longer
 /// than 63 characters keep a readable prefix and end with a hash of the whole input, so two
@@ -89,6 +108,16 @@ mod tests {
         for key in ["", "1abc", ".a", "a.", "a b", "a/b", "ключ", long.as_str()] {
             let err = check_key(key).unwrap_err();
             assert!(err.contains("must start with a letter"), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn dns_labels_are_checked() {
+        for good in ["default", "a", "team-1", "9lives"] {
+            assert!(check_dns_label(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Default", "-a", "a-", "a.b", &"a".repeat(64)] {
+            assert!(check_dns_label(bad).is_err(), "{bad}");
         }
     }
 

@@ -18,6 +18,7 @@ pub struct Config {
     pub watch_namespace: Option<String>,
     /// Only OClusters with these labels, e.g. `fleet=eu` (default: all).
     pub cluster_selector: Option<String>,
+    pub rest: crate::rest::Settings,
 }
 
 /// One spoke as the environment describes it.
@@ -104,8 +105,32 @@ impl Config {
             json_logs: env.flag("OAAS_PM_LOG_JSON", false)?,
             watch_namespace: env.get("OAAS_PM_WATCH_NAMESPACE").map(String::from),
             cluster_selector: env.get("OAAS_PM_CLUSTER_SELECTOR").map(String::from),
+            rest: rest_settings(&env)?,
         })
     }
+}
+
+fn rest_settings(env: &Env) -> Result<crate::rest::Settings, ConfigError> {
+    let auth = match env.get("OAAS_PM_REST_AUTH").unwrap_or("none") {
+        "none" => false,
+        "kubernetes" => true,
+        other => {
+            return Err(error(
+                "OAAS_PM_REST_AUTH",
+                format!("{other:?} is not an option; use none or kubernetes"),
+            ));
+        }
+    };
+    let namespace = env.get("OAAS_PM_REST_NAMESPACE").unwrap_or("default");
+    oaas_crds::validation::check_dns_label(namespace)
+        .map_err(|p| error("OAAS_PM_REST_NAMESPACE", p))?;
+    Ok(crate::rest::Settings {
+        default_namespace: namespace.into(),
+        watch_namespace: env.get("OAAS_PM_WATCH_NAMESPACE").map(String::from),
+        auth,
+        body_limit: env.number("OAAS_PM_REST_BODY_LIMIT_BYTES", 1024 * 1024)?,
+        timeout: std::time::Duration::from_secs(env.number("OAAS_PM_REST_TIMEOUT_SECONDS", 30)?),
+    })
 }
 
 impl Defaults {

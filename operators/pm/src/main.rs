@@ -1,25 +1,27 @@
 //! oaas-pm: the package manager on the hub. Runs the OCluster, OPackage and
-//! OClassDeployment controllers and serves /healthz, /readyz and /metrics.
+//! OClassDeployment controllers and serves the REST facade (/api/v1), /healthz, /readyz and
+//! /metrics. `oaas-pm convert <file>` turns OaaS package files into manifests offline.
 #![forbid(unsafe_code)]
 
 mod bootstrap;
 mod breaker;
 mod cluster_controller;
 mod config;
+mod convert;
 mod deployment_controller;
+mod document;
 mod metrics;
 mod package_controller;
 mod planning;
 mod registry;
 mod resolve;
+mod rest;
 mod scope;
 mod triggers;
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::extract::State;
-use axum::routing::get;
 use kube::Api;
 use kube::runtime::watcher;
 use oaas_crds::{OClassDeployment, OCluster, OPackage};
@@ -43,6 +45,10 @@ pub enum Error {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "convert") {
+        return convert::run(&args[1..]);
+    }
     let config = Config::from_env()?;
     oaas_operator_common::init_tracing(config.json_logs);
     let client = oaas_operator_common::kube_client().await?;
@@ -64,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
         metrics: metrics.clone(),
     };
     tokio::spawn(cluster_controller::run(Arc::new(cluster_ctx)));
-    let (deployments, deployment_changes) = triggers::spec_changes(
+    let (deployment_store, deployment_changes) = triggers::spec_changes(
         scope.api::<OClassDeployment>(&client),
         watcher::Config::default(),
     );
@@ -72,13 +78,22 @@ async fn main() -> anyhow::Result<()> {
         client: client.clone(),
         scope: scope.clone(),
         packages: packages.clone(),
-        deployments,
+        deployments: deployment_store.clone(),
         metrics: metrics.clone(),
     };
     tokio::spawn(package_controller::run(
         Arc::new(package_ctx),
         deployment_changes,
     ));
+    let rest = rest::Rest::new(
+        client.clone(),
+        packages.clone(),
+        deployment_store,
+        clusters.clone(),
+        registry.clone(),
+        metrics.clone(),
+        config.rest.clone(),
+    );
     let deployment_ctx = deployment_controller::Context::new(
         client.clone(),
         scope,
@@ -92,16 +107,7 @@ async fn main() -> anyhow::Result<()> {
         changed,
     ));
 
-    let app = axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get(|State(metrics): State<Arc<Metrics>>| async move {
-                oaas_operator_common::metrics_response(metrics.encode())
-            }),
-        )
-        .with_state(metrics);
+    let app = rest::router(rest);
     let address = format!("{}:{}", config.server_host, config.server_port);
     let listener = tokio::net::TcpListener::bind(&address)
         .await

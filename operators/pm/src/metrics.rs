@@ -26,6 +26,20 @@ struct CallLabels {
     code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    /// The route pattern (e.g. /api/v1/packages/{name}), never the raw path: bounded labels.
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ControllerLabels, Counter>,
@@ -34,6 +48,8 @@ pub struct Metrics {
     fanout_duration: Histograms<ClusterLabels>,
     cluster_healthy: Family<ClusterLabels, Gauge>,
     grpc_calls: Family<CallLabels, Counter>,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: Histograms<RouteLabels>,
 }
 
 fn buckets() -> impl Iterator<Item = f64> {
@@ -55,6 +71,8 @@ impl Default for Metrics {
         let fanout_duration: Histograms<ClusterLabels> = histograms();
         let cluster_healthy = Family::<ClusterLabels, Gauge>::default();
         let grpc_calls = Family::<CallLabels, Counter>::default();
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_duration: Histograms<RouteLabels> = histograms();
         registry.register("reconciles", "Reconciles by controller", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -81,6 +99,16 @@ impl Default for Metrics {
             "Calls to spokes by cluster, method and status code",
             grpc_calls.clone(),
         );
+        registry.register(
+            "http_requests",
+            "REST requests by method, route and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "REST request time by method and route",
+            http_duration.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -89,6 +117,8 @@ impl Default for Metrics {
             fanout_duration,
             cluster_healthy,
             grpc_calls,
+            http_requests,
+            http_duration,
         }
     }
 }
@@ -121,6 +151,22 @@ impl Metrics {
                 })
                 .observe(took.as_secs_f64());
         }
+    }
+
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                method: method.into(),
+                route: route.into(),
+                status,
+            })
+            .inc();
+        self.http_duration
+            .get_or_create(&RouteLabels {
+                method: method.into(),
+                route: route.into(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     pub fn set_cluster_health(&self, cluster: &str, health: ClusterHealth) {

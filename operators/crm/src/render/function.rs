@@ -165,16 +165,19 @@ fn scale_bounds(p: &ProvisionConfig) -> (u32, u32) {
 
 fn container(runtime: &ClassRuntime, f: &RuntimeFunction, odgm: Option<&OdgmEnv>) -> Container {
     let p = &f.provision_config;
-    let mut env: Vec<EnvVar> = f.config.iter().map(|(k, v)| env_var(k, v)).collect();
-    env.push(env_var("OAAS_CLASS_KEY", &runtime.spec.class_key));
-    env.push(env_var("OAAS_FUNCTION_KEY", &f.function_key));
-    env.push(env_var("OAAS_PACKAGE", &runtime.spec.package_name));
-    env.push(env_var("HTTP_PORT", &container_port(p).to_string()));
+    // The platform's variables win over config entries of the same name (seed packages set
+    // HTTP_PORT themselves): a name may appear once, or the API server rejects the apply.
+    let mut vars = f.config.clone();
+    vars.insert("OAAS_CLASS_KEY".into(), runtime.spec.class_key.clone());
+    vars.insert("OAAS_FUNCTION_KEY".into(), f.function_key.clone());
+    vars.insert("OAAS_PACKAGE".into(), runtime.spec.package_name.clone());
+    vars.insert("HTTP_PORT".into(), container_port(p).to_string());
     if let Some(odgm) = odgm {
-        env.push(env_var("ODGM_ENABLED", "true"));
-        env.push(env_var("ODGM_SERVICE", &odgm.service));
-        env.push(env_var("ODGM_COLLECTION", &odgm.collections));
+        vars.insert("ODGM_ENABLED".into(), "true".into());
+        vars.insert("ODGM_SERVICE".into(), odgm.service.clone());
+        vars.insert("ODGM_COLLECTION".into(), odgm.collections.clone());
     }
+    let env: Vec<EnvVar> = vars.iter().map(|(k, v)| env_var(k, v)).collect();
     Container {
         name: "function".into(),
         image: p

@@ -156,6 +156,8 @@ fn a_scalable_function_gets_a_deployment_a_service_and_an_autoscaler() {
     assert_eq!(env["GREETING"], "hi");
     assert_eq!(env["OAAS_FUNCTION_KEY"], "Record.echo");
     assert!(!env.contains_key("ODGM_ENABLED"));
+    let names = container["env"].as_array().unwrap().len();
+    assert_eq!(names, env.len(), "each variable once");
 
     let service = child(&rendered, ChildKind::Service, "shop-record-record-echo");
     assert_eq!(service["spec"]["ports"][0]["port"], 9000);
@@ -179,6 +181,29 @@ fn a_scalable_function_gets_a_deployment_a_service_and_an_autoscaler() {
         rendered.functions[0].url,
         "http://shop-record-record-echo.apps.svc.cluster.local:9000"
     );
+}
+
+#[test]
+fn config_naming_a_platform_variable_yields_one_entry_with_the_platform_value() {
+    let mut function = mk_function("echo", 1, 1);
+    function.config.insert("HTTP_PORT".into(), "1234".into());
+    let runtime = mk_runtime(vec![function], false, None);
+    let rendered = render_with(
+        &runtime,
+        mk_features(false, true, false),
+        Profile::Full,
+        false,
+    );
+    let deployment = child(&rendered, ChildKind::Deployment, "shop-record-echo");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let ports: Vec<&Value> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == "HTTP_PORT")
+        .collect();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0]["value"], "9000", "the port the Service routes to");
 }
 
 #[test]

@@ -1,0 +1,567 @@
+//! Document ↔ resource mapping. Requests are checked here only for what the API server
+//! cannot express in these terms (which document field is wrong); everything else is left
+//! to the CRD schema and CEL rules, so REST and kubectl reject the same things.
+use std::collections::BTreeSet;
+
+use kube::ResourceExt;
+use kube::api::ObjectMeta;
+use oaas_crds::class_deployment::FunctionOverride;
+use oaas_crds::common::{self, LogLevel, OdgmSpec, Phase, Template};
+use oaas_crds::package::{self as crd, OPackageSpec};
+use oaas_crds::validation::resource_name;
+use oaas_crds::{OClassDeployment, OClassDeploymentSpec, OPackage};
+
+use super::{
+    Class, Deployment, DeploymentCondition, DeploymentStatusSummary, Function, FunctionBinding,
+    FunctionDeployment, KeySpec, NfrRequirements, Odgm, Package, PackageMetadata, ProvisionConfig,
+    StateSpec,
+};
+
+/// The deployment key as written, kept on the OClassDeployment whose name is its DNS form.
+pub const KEY_ANNOTATION: &str = "oaas.io/key";
+
+/// A document field that cannot become a resource, and how to fix it.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{field}: {problem}")]
+pub struct MappingError {
+    pub field: String,
+    pub problem: String,
+}
+
+fn problem(field: impl Into<String>, problem: impl Into<String>) -> MappingError {
+    MappingError {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Name of the OClassDeployment for a deployment key.
+pub fn deployment_name(key: &str) -> String {
+    resource_name(&[key])
+}
+
+/// The package and its deployments as resources in `namespace`.
+pub fn package_resources(
+    doc: &Package,
+    namespace: &str,
+) -> Result<(OPackage, Vec<OClassDeployment>), MappingError> {
+    let deployments = doc
+        .deployments
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let mut d = d.clone();
+            if d.package_name.is_empty() {
+                d.package_name = doc.name.clone();
+            }
+            deployment_resource(&d, namespace)
+                .map_err(|e| problem(format!("deployments[{i}].{}", e.field), e.problem))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((package_resource(doc, namespace), deployments))
+}
+
+pub fn package_resource(doc: &Package, namespace: &str) -> OPackage {
+    let spec = OPackageSpec {
+        version: doc.version.clone(),
+        metadata: Some(crd::PackageMetadata {
+            author: doc.metadata.author.clone(),
+            description: doc.metadata.description.clone(),
+            tags: doc.metadata.tags.clone(),
+        })
+        .filter(|m| *m != crd::PackageMetadata::default()),
+        classes: doc.classes.iter().map(class_spec).collect(),
+        functions: doc.functions.iter().map(function_spec).collect(),
+        dependencies: doc.dependencies.clone(),
+        disabled: doc.disabled,
+    };
+    let mut package = OPackage::new(&doc.name, spec);
+    package.metadata.namespace = Some(namespace.to_string());
+    package
+}
+
+fn class_spec(class: &Class) -> crd::ClassSpec {
+    crd::ClassSpec {
+        key: class.key.clone(),
+        description: class.description.clone(),
+        state_spec: class.state_spec.as_ref().map(|s| crd::StateSpec {
+            key_specs: s
+                .key_specs
+                .iter()
+                .map(|k| crd::KeySpec {
+                    name: k.name.clone(),
+                    key_type: k.key_type.clone(),
+                })
+                .collect(),
+            default_provider: s.default_provider.clone(),
+            consistency_model: s.consistency_model,
+            persistent: s.persistent,
+            serialization_format: s.serialization_format.clone(),
+        }),
+        function_bindings: class
+            .function_bindings
+            .iter()
+            .map(|b| crd::FunctionBinding {
+                name: b.name.clone(),
+                function_key: b.function_key.clone(),
+                access_modifier: b.access_modifier,
+                stateless: b.stateless,
+                parameters: b.parameters.clone(),
+            })
+            .collect(),
+        disabled: class.disabled,
+    }
+}
+
+fn function_spec(function: &Function) -> crd::FunctionSpec {
+    crd::FunctionSpec {
+        key: function.key.clone(),
+        function_type: function.function_type,
+        description: function.description.clone(),
+        provision_config: function.provision_config.as_ref().map(provision_spec),
+        config: function.config.clone(),
+    }
+}
+
+fn provision_spec(p: &ProvisionConfig) -> common::ProvisionConfig {
+    common::ProvisionConfig {
+        container_image: p.container_image.clone(),
+        wasm_module_url: p.wasm_module_url.clone(),
+        port: p.port,
+        // The seeds write "no limit" as 0; the resource leaves the field out.
+        max_concurrency: p.max_concurrency.filter(|c| *c > 0),
+        need_http2: p.need_http2.then_some(true),
+        cpu_request: p.cpu_request.clone(),
+        memory_request: p.memory_request.clone(),
+        cpu_limit: p.cpu_limit.clone(),
+        memory_limit: p.memory_limit.clone(),
+        min_scale: p.min_scale,
+        max_scale: p.max_scale,
+    }
+}
+
+pub fn deployment_resource(
+    doc: &Deployment,
+    namespace: &str,
+) -> Result<OClassDeployment, MappingError> {
+    if doc.key.trim().is_empty() {
+        return Err(problem("key", "give the deployment a key, e.g. record-eu"));
+    }
+    if doc.package_name.is_empty() {
+        return Err(problem("package_name", "name the package of the class"));
+    }
+    let targets = if doc.target_envs.is_empty() {
+        &doc.available_envs
+    } else {
+        &doc.target_envs
+    };
+    if targets.is_empty() {
+        return Err(problem(
+            "target_envs",
+            "name at least one cluster to deploy to (GET /api/v1/clusters lists them)",
+        ));
+    }
+    let spec = OClassDeploymentSpec {
+        package: doc.package_name.clone(),
+        class_key: doc.class_key.clone(),
+        target_clusters: targets.clone(),
+        cluster_selector: None,
+        target_env: None,
+        template: template(doc)?,
+        nfr: nfr_spec(&doc.nfr_requirements),
+        functions: doc
+            .functions
+            .iter()
+            .map(|f| FunctionOverride {
+                function_key: f.function_key.clone(),
+                provision_config: f.provision_config.as_ref().map(provision_spec),
+                config: f.config.clone(),
+            })
+            .collect(),
+        odgm: doc.odgm.as_ref().map(odgm_spec).transpose()?,
+        enforcement_mode: doc.enforcement_mode,
+        failover_grace_seconds: None,
+    };
+    let mut deployment = OClassDeployment::new(&deployment_name(&doc.key), spec);
+    deployment.metadata = ObjectMeta {
+        namespace: Some(namespace.to_string()),
+        annotations: Some([(KEY_ANNOTATION.to_string(), doc.key.clone())].into()),
+        ..deployment.metadata
+    };
+    Ok(deployment)
+}
+
+fn template(doc: &Deployment) -> Result<Option<Template>, MappingError> {
+    let names: BTreeSet<&str> = doc.env_templates.values().map(String::as_str).collect();
+    if names.len() > 1 {
+        return Err(problem(
+            "env_templates",
+            "name one template for every cluster; a deployment renders alike everywhere",
+        ));
+    }
+    names
+        .into_iter()
+        .next()
+        .map(|name| {
+            Template::parse(name).ok_or_else(|| {
+                problem(
+                    "env_templates",
+                    format!(
+                        "unknown template {name:?}; use dev, edge, k8s_deployment (full) or knative"
+                    ),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn nfr_spec(nfr: &NfrRequirements) -> Option<common::NfrRequirements> {
+    Some(common::NfrRequirements {
+        availability: nfr.availability,
+        min_throughput_rps: nfr.min_throughput_rps,
+        max_latency_ms: nfr.max_latency_ms,
+        cpu_utilization_target: nfr.cpu_utilization_target,
+    })
+    .filter(|n| *n != common::NfrRequirements::default())
+}
+
+fn odgm_spec(odgm: &Odgm) -> Result<OdgmSpec, MappingError> {
+    let defaults = OdgmSpec::default();
+    let log_level = odgm
+        .log
+        .as_deref()
+        .map(|log| {
+            serde_json::from_value::<LogLevel>(log.trim().to_ascii_lowercase().into()).map_err(
+                |_| {
+                    problem(
+                        "odgm.log",
+                        format!("unknown log level {log:?}; use error, warn, info, debug or trace"),
+                    )
+                },
+            )
+        })
+        .transpose()?;
+    Ok(OdgmSpec {
+        collections: odgm.collections.clone(),
+        partition_count: odgm.partition_count.unwrap_or(defaults.partition_count),
+        replica_count: odgm.replica_count.unwrap_or(defaults.replica_count),
+        shard_type: odgm.shard_type.clone().unwrap_or(defaults.shard_type),
+        log_level,
+    })
+}
+
+/// The package document of a resource; `deployments` are the class deployments using it.
+pub fn package_document(package: &OPackage, deployments: Vec<Deployment>) -> Package {
+    let spec = &package.spec;
+    let metadata = spec.metadata.clone().unwrap_or_default();
+    Package {
+        name: package.name_any(),
+        version: spec.version.clone(),
+        metadata: PackageMetadata {
+            author: metadata.author,
+            description: metadata.description,
+            tags: metadata.tags,
+        },
+        classes: spec.classes.iter().map(class_document).collect(),
+        functions: spec.functions.iter().map(function_document).collect(),
+        dependencies: spec.dependencies.clone(),
+        deployments,
+        disabled: spec.disabled,
+    }
+}
+
+pub fn class_document(class: &crd::ClassSpec) -> Class {
+    Class {
+        key: class.key.clone(),
+        description: class.description.clone(),
+        state_spec: class.state_spec.as_ref().map(|s| StateSpec {
+            key_specs: s
+                .key_specs
+                .iter()
+                .map(|k| KeySpec {
+                    name: k.name.clone(),
+                    key_type: k.key_type.clone(),
+                })
+                .collect(),
+            default_provider: s.default_provider.clone(),
+            consistency_model: s.consistency_model,
+            persistent: s.persistent,
+            serialization_format: s.serialization_format.clone(),
+        }),
+        function_bindings: class
+            .function_bindings
+            .iter()
+            .map(|b| FunctionBinding {
+                name: b.name.clone(),
+                function_key: b.function_key.clone(),
+                access_modifier: b.access_modifier,
+                stateless: b.stateless,
+                parameters: b.parameters.clone(),
+            })
+            .collect(),
+        disabled: class.disabled,
+    }
+}
+
+pub fn function_document(function: &crd::FunctionSpec) -> Function {
+    Function {
+        key: function.key.clone(),
+        function_type: function.function_type,
+        description: function.description.clone(),
+        provision_config: function.provision_config.as_ref().map(provision_document),
+        config: function.config.clone(),
+    }
+}
+
+fn provision_document(p: &common::ProvisionConfig) -> ProvisionConfig {
+    ProvisionConfig {
+        container_image: p.container_image.clone(),
+        wasm_module_url: p.wasm_module_url.clone(),
+        port: p.port,
+        max_concurrency: p.max_concurrency,
+        need_http2: p.need_http2.unwrap_or(false),
+        cpu_request: p.cpu_request.clone(),
+        memory_request: p.memory_request.clone(),
+        cpu_limit: p.cpu_limit.clone(),
+        memory_limit: p.memory_limit.clone(),
+        min_scale: p.min_scale,
+        max_scale: p.max_scale,
+    }
+}
+
+pub fn deployment_document(deployment: &OClassDeployment) -> Deployment {
+    let spec = &deployment.spec;
+    let status = deployment.status.clone().unwrap_or_default();
+    let nfr = spec.nfr.clone().unwrap_or_default();
+    let key = deployment
+        .annotations()
+        .get(KEY_ANNOTATION)
+        .cloned()
+        .unwrap_or_else(|| deployment.name_any());
+    let condition = if deployment.metadata.deletion_timestamp.is_some() {
+        DeploymentCondition::Deleted
+    } else {
+        condition_of(status.phase.unwrap_or_default())
+    };
+    let last_error = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded" && c.status == "True")
+        .map(|c| c.message.clone());
+    let plan = status.plan.clone().unwrap_or_default();
+    Deployment {
+        key,
+        package_name: spec.package.clone(),
+        class_key: spec.class_key.clone(),
+        target_envs: spec.target_clusters.clone(),
+        available_envs: Vec::new(),
+        nfr_requirements: NfrRequirements {
+            min_throughput_rps: nfr.min_throughput_rps,
+            availability: nfr.availability,
+            cpu_utilization_target: nfr.cpu_utilization_target,
+            max_latency_ms: nfr.max_latency_ms,
+        },
+        env_templates: spec
+            .template
+            .map(|t| {
+                spec.target_clusters
+                    .iter()
+                    .map(|c| (c.clone(), t.as_str().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        functions: spec
+            .functions
+            .iter()
+            .map(|f| FunctionDeployment {
+                function_key: f.function_key.clone(),
+                provision_config: f.provision_config.as_ref().map(provision_document),
+                config: f.config.clone(),
+            })
+            .collect(),
+        odgm: spec.odgm.as_ref().map(|o| Odgm {
+            collections: o.collections.clone(),
+            partition_count: Some(o.partition_count),
+            replica_count: Some(o.replica_count),
+            shard_type: Some(o.shard_type.clone()),
+            log: o.log_level.map(|l| l.as_str().to_string()),
+        }),
+        enforcement_mode: spec.enforcement_mode,
+        condition: Some(condition),
+        status: Some(DeploymentStatusSummary {
+            replication_factor: plan.clusters.len() as u32,
+            selected_envs: plan.clusters,
+            achieved_quorum_availability: plan.expected_availability,
+            last_error,
+        }),
+        created_at: deployment
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| serde_json::to_value(t).ok())
+            .and_then(|v| v.as_str().map(String::from)),
+    }
+}
+
+/// The seeds' coarse condition for a phase.
+pub fn condition_of(phase: Phase) -> DeploymentCondition {
+    match phase {
+        Phase::Pending => DeploymentCondition::Pending,
+        Phase::Applying | Phase::Progressing => DeploymentCondition::Deploying,
+        Phase::Available => DeploymentCondition::Running,
+        Phase::Degraded => DeploymentCondition::Down,
+        Phase::Deleting => DeploymentCondition::Deleted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED_PACKAGE: &str = r#"
+name: e2e-test-pkg
+version: 1.0
+metadata:
+  tags: ["e2e", "test"]
+  author: "E2E Test Suite"
+classes:
+  - key: TestRecord
+    function_bindings:
+      - access_modifier: PUBLIC
+        function_key: TestRecord.echo
+        stateless: true
+        name: echo
+        parameters: []
+    state_spec:
+      consistency_model: NONE
+functions:
+  - key: TestRecord.echo
+    function_type: CUSTOM
+    provision_config:
+      container_image: ghcr.io/pawissanutt/oaas-rs/echo-fn:dev-alpha
+      max_concurrency: 0
+    config:
+      HTTP_PORT: 8080
+      RUST_LOG: info
+dependencies: []
+deployments:
+  - key: E2EClass
+    class_key: TestRecord
+    target_envs: [oaas-1]
+    env_templates: {oaas-1: full}
+    odgm:
+      log: debug
+"#;
+
+    fn seed_package() -> Package {
+        serde_yaml::from_str(SEED_PACKAGE).unwrap()
+    }
+
+    #[test]
+    fn a_seed_package_file_becomes_a_package_and_its_deployments() {
+        let (package, deployments) = package_resources(&seed_package(), "shop").unwrap();
+        assert_eq!(package.metadata.name.as_deref(), Some("e2e-test-pkg"));
+        assert_eq!(package.metadata.namespace.as_deref(), Some("shop"));
+        assert_eq!(package.spec.version.as_deref(), Some("1.0"));
+        let function = &package.spec.functions[0];
+        assert_eq!(function.config["HTTP_PORT"], "8080");
+        let provision = function.provision_config.as_ref().unwrap();
+        assert_eq!(provision.max_concurrency, None, "0 means no limit");
+        assert_eq!(provision.need_http2, None);
+
+        let [deployment] = deployments.as_slice() else {
+            panic!("one deployment expected")
+        };
+        assert_eq!(deployment.metadata.name.as_deref(), Some("e2eclass"));
+        assert_eq!(deployment.annotations()[KEY_ANNOTATION], "E2EClass");
+        assert_eq!(
+            deployment.spec.package, "e2e-test-pkg",
+            "defaults to the package"
+        );
+        assert_eq!(deployment.spec.target_clusters, ["oaas-1"]);
+        assert_eq!(deployment.spec.template, Some(Template::K8sDeployment));
+        let odgm = deployment.spec.odgm.as_ref().unwrap();
+        assert_eq!(odgm.log_level, Some(LogLevel::Debug));
+        assert_eq!((odgm.partition_count, odgm.replica_count), (1, 1));
+        assert_eq!(deployment.spec.nfr, None);
+    }
+
+    #[test]
+    fn documents_round_trip_through_resources() {
+        let doc = seed_package();
+        let (package, deployments) = package_resources(&doc, "shop").unwrap();
+        let back_deployments: Vec<Deployment> =
+            deployments.iter().map(deployment_document).collect();
+        let back = package_document(&package, back_deployments);
+        assert_eq!(back.name, doc.name);
+        assert_eq!(back.version, doc.version);
+        assert_eq!(back.metadata, doc.metadata);
+        assert_eq!(back.classes, doc.classes);
+        let mut functions = doc.functions.clone();
+        functions[0]
+            .provision_config
+            .as_mut()
+            .unwrap()
+            .max_concurrency = None;
+        assert_eq!(back.functions, functions);
+        let deployment = &back.deployments[0];
+        assert_eq!(deployment.key, "E2EClass");
+        assert_eq!(deployment.env_templates["oaas-1"], "k8s_deployment");
+        assert_eq!(deployment.condition, Some(DeploymentCondition::Pending));
+        assert_eq!(
+            deployment.odgm.as_ref().unwrap().log.as_deref(),
+            Some("debug")
+        );
+    }
+
+    #[test]
+    fn deployment_problems_name_the_document_field() {
+        let mut doc = seed_package();
+        doc.deployments[0].target_envs.clear();
+        let err = package_resources(&doc, "ns").unwrap_err();
+        assert_eq!(err.field, "deployments[0].target_envs");
+
+        doc.deployments[0].available_envs = vec!["a".into(), "b".into()];
+        let (_, deployments) = package_resources(&doc, "ns").unwrap();
+        assert_eq!(deployments[0].spec.target_clusters, ["a", "b"]);
+
+        let mut d = doc.deployments[0].clone();
+        d.package_name = "e2e-test-pkg".into();
+        d.env_templates = [("a".into(), "dev".into()), ("b".into(), "edge".into())].into();
+        assert_eq!(
+            deployment_resource(&d, "ns").unwrap_err().field,
+            "env_templates"
+        );
+        d.env_templates = [("a".into(), "fast".into())].into();
+        let err = deployment_resource(&d, "ns").unwrap_err();
+        assert!(err.problem.contains("unknown template \"fast\""), "{err}");
+
+        let mut d = doc.deployments[0].clone();
+        d.package_name = "e2e-test-pkg".into();
+        d.odgm.as_mut().unwrap().log = Some("loud".into());
+        assert_eq!(deployment_resource(&d, "ns").unwrap_err().field, "odgm.log");
+        d.package_name.clear();
+        assert_eq!(
+            deployment_resource(&d, "ns").unwrap_err().field,
+            "package_name"
+        );
+        d.key = " ".into();
+        assert_eq!(deployment_resource(&d, "ns").unwrap_err().field, "key");
+    }
+
+    #[test]
+    fn phases_map_to_the_seeds_conditions() {
+        assert_eq!(condition_of(Phase::Available), DeploymentCondition::Running);
+        assert_eq!(
+            condition_of(Phase::Progressing),
+            DeploymentCondition::Deploying
+        );
+        assert_eq!(
+            condition_of(Phase::Applying),
+            DeploymentCondition::Deploying
+        );
+        assert_eq!(condition_of(Phase::Degraded), DeploymentCondition::Down);
+        assert_eq!(condition_of(Phase::Pending), DeploymentCondition::Pending);
+        assert_eq!(condition_of(Phase::Deleting), DeploymentCondition::Deleted);
+    }
+}

@@ -1,0 +1,257 @@
+//! The OaaS package and deployment documents: what existing OaaS clients send to `/api/v1`
+//! and keep in package files (snake_case fields, SCREAMING_CASE enum values, as in the
+//! seeds), and their mapping to and from the hub's OPackage / OClassDeployment resources.
+//! Unknown fields are ignored, so documents written for other OaaS versions still load.
+pub mod loose;
+pub mod mapping;
+
+use std::collections::BTreeMap;
+
+use oaas_crds::common::{ConsistencyModel, EnforcementMode, FunctionType};
+use oaas_crds::package::AccessModifier;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// An OaaS package: classes, the functions they bind, and optionally deployments of them.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+pub struct Package {
+    /// Package name; also the OPackage's name, so a lowercase DNS name such as `shop-app`.
+    pub name: String,
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub metadata: PackageMetadata,
+    #[serde(default)]
+    pub classes: Vec<Class>,
+    #[serde(default)]
+    pub functions: Vec<Function>,
+    /// Packages (same namespace) whose functions are bound as `<package>.<function>`.
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    /// Class deployments; each becomes an OClassDeployment.
+    #[serde(default)]
+    pub deployments: Vec<Deployment>,
+    /// A disabled package keeps its definition but cannot be newly deployed.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+pub struct PackageMetadata {
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+pub struct Class {
+    pub key: String,
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_spec: Option<StateSpec>,
+    #[serde(default)]
+    pub function_bindings: Vec<FunctionBinding>,
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+pub struct StateSpec {
+    #[serde(default)]
+    pub key_specs: Vec<KeySpec>,
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_provider: Option<String>,
+    #[serde(default)]
+    pub consistency_model: ConsistencyModel,
+    #[serde(default)]
+    pub persistent: bool,
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serialization_format: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+pub struct KeySpec {
+    pub name: String,
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_type: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+pub struct FunctionBinding {
+    pub name: String,
+    /// A function of this package, or `<dependency>.<function>`.
+    pub function_key: String,
+    #[serde(default)]
+    pub access_modifier: AccessModifier,
+    #[serde(default)]
+    pub stateless: bool,
+    #[serde(default)]
+    pub parameters: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+pub struct Function {
+    pub key: String,
+    #[serde(default)]
+    pub function_type: FunctionType,
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provision_config: Option<ProvisionConfig>,
+    /// Handed to the function as environment variables; numbers and booleans are accepted.
+    #[serde(default, deserialize_with = "loose::string_map")]
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+pub struct ProvisionConfig {
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_image: Option<String>,
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wasm_module_url: Option<String>,
+    #[serde(default, deserialize_with = "loose::opt_number")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    /// 0 or absent: no limit.
+    #[serde(default, deserialize_with = "loose::opt_number")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    #[serde(default)]
+    pub need_http2: bool,
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_request: Option<String>,
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_request: Option<String>,
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<String>,
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<String>,
+    #[serde(default, deserialize_with = "loose::opt_number")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_scale: Option<u32>,
+    #[serde(default, deserialize_with = "loose::opt_number")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_scale: Option<u32>,
+}
+
+/// A class of a package deployed to clusters. `condition`, `status` and `created_at` are
+/// filled in answers and ignored in requests.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+pub struct Deployment {
+    /// Deployment key; its lowercase DNS form is the OClassDeployment's name.
+    pub key: String,
+    /// Package of the class; inside a package document it defaults to that package.
+    #[serde(default)]
+    pub package_name: String,
+    pub class_key: String,
+    /// Clusters (OCluster names) to deploy to.
+    #[serde(default)]
+    pub target_envs: Vec<String>,
+    /// Used as the targets when `target_envs` is empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub available_envs: Vec<String>,
+    #[serde(default)]
+    pub nfr_requirements: NfrRequirements,
+    /// Cluster → template (dev, edge, k8s_deployment/full, knative). All entries must name
+    /// the same template: one deployment renders alike everywhere.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_templates: BTreeMap<String, String>,
+    #[serde(default)]
+    pub functions: Vec<FunctionDeployment>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub odgm: Option<Odgm>,
+    /// Whether spokes analyze NFRs (observe, the default) and apply replica
+    /// recommendations (enforce), or neither (off).
+    #[serde(default)]
+    pub enforcement_mode: EnforcementMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<DeploymentCondition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<DeploymentStatusSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+pub struct NfrRequirements {
+    #[serde(default, deserialize_with = "loose::opt_number")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_throughput_rps: Option<u32>,
+    /// Between 0 (exclusive) and 1, e.g. 0.999.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<f64>,
+    /// Percent of the CPU request, 1-100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_utilization_target: Option<f64>,
+    #[serde(default, deserialize_with = "loose::opt_number")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_latency_ms: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+pub struct FunctionDeployment {
+    pub function_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provision_config: Option<ProvisionConfig>,
+    #[serde(default, deserialize_with = "loose::string_map")]
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+pub struct Odgm {
+    #[serde(default)]
+    pub collections: Vec<String>,
+    #[serde(default, deserialize_with = "loose::opt_number")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_count: Option<u32>,
+    #[serde(default, deserialize_with = "loose::opt_number")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica_count: Option<u32>,
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard_type: Option<String>,
+    /// Log level of the data grid: error, warn, info, debug or trace.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+}
+
+/// The seeds' coarse deployment state.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeploymentCondition {
+    Pending,
+    Deploying,
+    Running,
+    Down,
+    Deleted,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+pub struct DeploymentStatusSummary {
+    /// Number of clusters the class runs in.
+    pub replication_factor: u32,
+    pub selected_envs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub achieved_quorum_availability: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}

@@ -1,0 +1,152 @@
+//! Answers of writes, in the seeds' `{id, status, message}` shape, and the response types
+//! that carry a status code other than 200 or an ETag, with their OpenAPI description.
+use aide::OperationOutput;
+use aide::generate::GenContext;
+use aide::openapi::{Operation, Response as ApiResponse, StatusCode as ApiStatus};
+use axum::Json;
+use axum::http::StatusCode;
+use axum::http::header::ETAG;
+use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+#[derive(Serialize, JsonSchema, Debug)]
+pub struct Outcome {
+    /// Name of the package, or key of the deployment.
+    pub id: String,
+    /// created, updated or deleting.
+    pub status: &'static str,
+    pub message: String,
+    /// resourceVersion of the stored object; send it as `If-Match` to update only that
+    /// version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+}
+
+/// 201 with a JSON body.
+pub struct Created<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Created<T> {
+    fn into_response(self) -> Response {
+        (StatusCode::CREATED, Json(self.0)).into_response()
+    }
+}
+
+impl<T: JsonSchema> OperationOutput for Created<T> {
+    type Inner = T;
+
+    fn operation_response(ctx: &mut GenContext, op: &mut Operation) -> Option<ApiResponse> {
+        Json::<T>::operation_response(ctx, op)
+    }
+
+    fn inferred_responses(
+        ctx: &mut GenContext,
+        op: &mut Operation,
+    ) -> Vec<(Option<ApiStatus>, ApiResponse)> {
+        Self::operation_response(ctx, op)
+            .map(|r| vec![(Some(ApiStatus::Code(201)), r)])
+            .unwrap_or_default()
+    }
+}
+
+/// 200 with a JSON body and the object's resourceVersion as ETag, for `If-Match`.
+pub struct Tagged<T> {
+    pub body: T,
+    pub resource_version: Option<String>,
+}
+
+impl<T: Serialize> IntoResponse for Tagged<T> {
+    fn into_response(self) -> Response {
+        let mut response = Json(self.body).into_response();
+        if let Some(value) = self
+            .resource_version
+            .and_then(|rv| format!("\"{rv}\"").parse().ok())
+        {
+            response.headers_mut().insert(ETAG, value);
+        }
+        response
+    }
+}
+
+impl<T: JsonSchema> OperationOutput for Tagged<T> {
+    type Inner = T;
+
+    fn operation_response(ctx: &mut GenContext, op: &mut Operation) -> Option<ApiResponse> {
+        Json::<T>::operation_response(ctx, op)
+    }
+
+    fn inferred_responses(
+        ctx: &mut GenContext,
+        op: &mut Operation,
+    ) -> Vec<(Option<ApiStatus>, ApiResponse)> {
+        Json::<T>::inferred_responses(ctx, op)
+    }
+}
+
+/// 204 when the object is gone, 202 with the reason when deletion waits (a finalizer:
+/// a package still used by deployments, a deployment still being removed from spokes).
+pub enum Deleted {
+    Gone,
+    Waiting(Outcome),
+}
+
+impl IntoResponse for Deleted {
+    fn into_response(self) -> Response {
+        match self {
+            Deleted::Gone => StatusCode::NO_CONTENT.into_response(),
+            Deleted::Waiting(outcome) => (StatusCode::ACCEPTED, Json(outcome)).into_response(),
+        }
+    }
+}
+
+impl OperationOutput for Deleted {
+    type Inner = Outcome;
+
+    fn inferred_responses(
+        ctx: &mut GenContext,
+        op: &mut Operation,
+    ) -> Vec<(Option<ApiStatus>, ApiResponse)> {
+        let mut responses = axum::response::NoContent::inferred_responses(ctx, op);
+        if let Some(waiting) = Json::<Outcome>::operation_response(ctx, op) {
+            responses.push((Some(ApiStatus::Code(202)), waiting));
+        }
+        responses
+    }
+}
+
+/// 200 with a JSON body that may be incomplete: each `Warning` header names a part that is
+/// missing (a spoke that did not answer), as the Kubernetes API does for its warnings.
+pub struct Warned<T> {
+    pub body: T,
+    pub warnings: Vec<String>,
+}
+
+impl<T: Serialize> IntoResponse for Warned<T> {
+    fn into_response(self) -> Response {
+        let mut response = Json(self.body).into_response();
+        for warning in self.warnings {
+            let text = warning.replace(['"', '\\'], "'");
+            if let Ok(value) = format!("299 oaas-pm \"{text}\"").parse() {
+                response
+                    .headers_mut()
+                    .append(axum::http::header::WARNING, value);
+            }
+        }
+        response
+    }
+}
+
+impl<T: JsonSchema> OperationOutput for Warned<T> {
+    type Inner = T;
+
+    fn operation_response(ctx: &mut GenContext, op: &mut Operation) -> Option<ApiResponse> {
+        Json::<T>::operation_response(ctx, op)
+    }
+
+    fn inferred_responses(
+        ctx: &mut GenContext,
+        op: &mut Operation,
+    ) -> Vec<(Option<ApiStatus>, ApiResponse)> {
+        Json::<T>::inferred_responses(ctx, op)
+    }
+}
