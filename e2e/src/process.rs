@@ -194,19 +194,32 @@ impl Pm {
         namespace: &str,
         cluster_selector: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_with(context, namespace, cluster_selector, &[]).await
+    }
+
+    /// Starts with more settings, e.g. `OAAS_PM_REST_AUTH`. REST requests default to
+    /// `namespace`; the PM answers once its caches are synced.
+    pub async fn start_with(
+        context: &str,
+        namespace: &str,
+        cluster_selector: &str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let port = free_port();
-        let env = [
+        let mut env = vec![
             ("KUBE_CONTEXT", context.to_string()),
             ("OAAS_PM_WATCH_NAMESPACE", namespace.to_string()),
+            ("OAAS_PM_REST_NAMESPACE", namespace.to_string()),
             ("OAAS_PM_CLUSTER_SELECTOR", cluster_selector.to_string()),
             ("SERVER_PORT", port.to_string()),
         ];
+        env.extend(extra_env.iter().map(|(k, v)| (*k, v.to_string())));
         let process = Process::start("oaas-pm", &format!("pm-{namespace}"), &env)?;
         let log = process.log.display().to_string();
         wait_for(
-            &format!("oaas-pm /healthz (log: {log})"),
+            &format!("oaas-pm /readyz (log: {log})"),
             Duration::from_secs(30),
-            || async { Ok((http_status(port, "/healthz").await.ok() == Some(200)).then_some(())) },
+            || async { Ok((http_status(port, "/readyz").await.ok() == Some(200)).then_some(())) },
         )
         .await?;
         Ok(Self { process, port })

@@ -5,10 +5,11 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use oaas_crds::cluster::ClusterHealth;
-use oaas_crds::{ClassRuntime, OClassDeployment, OCluster};
+use oaas_crds::{ClassRuntime, OClassDeployment};
 use oaas_e2e::{
-    Crm, Pm, TestNamespace, client_for, hub_context, image_of, install_all_crds, kubectl,
-    kubectl_with_input, repo_path, spoke_contexts, wait_for,
+    Crm, Fleet, FleetSpoke, Pm, TestNamespace, client_for, cluster_manifest, hub_context, image_of,
+    install_all_crds, kubectl, kubectl_with_input, repo_path, spoke_contexts, wait_cluster_health,
+    wait_for,
 };
 
 /// The sample package, and the sample class deployment pointed at this test's clusters.
@@ -22,78 +23,33 @@ fn samples(clusters: &[String]) -> anyhow::Result<(String, String)> {
     Ok((package, deployment))
 }
 
-async fn cluster_health(api: &Api<OCluster>, name: &str) -> anyhow::Result<ClusterHealth> {
-    Ok(api.get(name).await?.status.unwrap_or_default().health)
-}
-
 #[tokio::test]
 #[ignore = "needs the local clusters: run `just test`"]
 async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_removed()
 -> anyhow::Result<()> {
-    install_all_crds().await?;
-    let hub = hub_context();
-    let hub_client = client_for(&hub).await?;
-    let ns = TestNamespace::create(&hub_client, "pm").await?;
-    let selector = format!("{}={}", oaas_e2e::E2E_CLUSTER_LABEL, ns.name);
-
-    // A CRM per spoke, each in a namespace of its own.
-    let mut spokes = Vec::new();
-    for context in spoke_contexts() {
-        let client = client_for(&context).await?;
-        let spoke_ns = TestNamespace::create(&client, "pm-spoke").await?;
-        let crm = Crm::start(&context, &spoke_ns.name, &[]).await?;
-        spokes.push((context, client, spoke_ns, crm));
-    }
-    let cluster_names: Vec<String> = spokes
-        .iter()
-        .map(|(c, ..)| format!("{}-{}", ns.name, c.trim_start_matches("oaas-")))
-        .collect();
-    for ((_, _, _, crm), name) in spokes.iter().zip(&cluster_names) {
-        let manifest = format!(
-            "apiVersion: oaas.io/v1alpha1\nkind: OCluster\nmetadata:\n  name: {name}\n  labels: {{{}: {}}}\nspec:\n  endpoint: {}\n  timeoutSeconds: 3\n  healthCheckIntervalSeconds: 1\n  failureThreshold: 2\n  circuitOpenSeconds: 2\n",
-            oaas_e2e::E2E_CLUSTER_LABEL,
-            ns.name,
-            crm.endpoint
-        );
-        kubectl_with_input(&hub, &["apply", "-f", "-"], &manifest)?;
-    }
-    let _pm = Pm::start(&hub, &ns.name, &selector).await?;
-    let clusters: Api<OCluster> = Api::all(hub_client.clone());
-    for name in &cluster_names {
-        wait_for(
-            &format!("{name} Healthy"),
-            Duration::from_secs(30),
-            || async {
-                Ok(
-                    (cluster_health(&clusters, name).await? == ClusterHealth::Healthy)
-                        .then_some(()),
-                )
-            },
-        )
-        .await?;
-    }
+    let mut fleet = Fleet::start("pm", &[]).await?;
+    let (hub, ns) = (fleet.hub.clone(), fleet.ns.name.clone());
+    let cluster_names = fleet.cluster_names();
+    let clusters = fleet.clusters();
+    let hub_client = fleet.hub_client.clone();
 
     // Apply the sample package and class deployment with kubectl; wait for Available.
     let (package, deployment) = samples(&cluster_names)?;
-    kubectl_with_input(&hub, &["apply", "-n", &ns.name, "-f", "-"], &package)?;
-    kubectl_with_input(&hub, &["apply", "-n", &ns.name, "-f", "-"], &deployment)?;
-    kubectl(
-        &hub,
-        &[
-            "wait",
-            "-n",
-            &ns.name,
-            "--for=condition=Available",
-            "classdeployment/record",
-            "--timeout=60s",
-        ],
-    )?;
-    let listed = kubectl(&hub, &["get", "classdeployments", "-n", &ns.name])?;
+    kubectl_with_input(&hub, &["apply", "-n", &ns, "-f", "-"], &package)?;
+    kubectl_with_input(&hub, &["apply", "-n", &ns, "-f", "-"], &deployment)?;
+    wait_available(&hub, &ns, "record")?;
+    let listed = kubectl(&hub, &["get", "classdeployments", "-n", &ns])?;
     assert!(
         listed.contains("2/2") && listed.contains("Available"),
         "{listed}"
     );
-    for (context, client, spoke_ns, _) in &spokes {
+    for FleetSpoke {
+        context,
+        client,
+        ns: spoke_ns,
+        ..
+    } in &fleet.spokes
+    {
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &spoke_ns.name);
         let echo = deployments.get("example-record-echo").await?;
         assert_eq!(
@@ -109,8 +65,14 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
 
     // A new image in the package rolls both spokes.
     let updated = package.replace("functions/echo:1.0.0", "functions/echo:1.1.0");
-    kubectl_with_input(&hub, &["apply", "-n", &ns.name, "-f", "-"], &updated)?;
-    for (context, client, spoke_ns, _) in &spokes {
+    kubectl_with_input(&hub, &["apply", "-n", &ns, "-f", "-"], &updated)?;
+    for FleetSpoke {
+        context,
+        client,
+        ns: spoke_ns,
+        ..
+    } in &fleet.spokes
+    {
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &spoke_ns.name);
         wait_for(
             &format!("echo 1.1.0 in {context}"),
@@ -122,29 +84,19 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
         )
         .await?;
     }
-    kubectl(
-        &hub,
-        &[
-            "wait",
-            "-n",
-            &ns.name,
-            "--for=condition=Available",
-            "classdeployment/record",
-            "--timeout=60s",
-        ],
-    )?;
+    wait_available(&hub, &ns, "record")?;
 
     // Losing spoke-b's CRM: its OCluster turns Unreachable and the deployment Degraded.
-    let deployments: Api<OClassDeployment> = Api::namespaced(hub_client.clone(), &ns.name);
-    let port_b = spokes[1].3.port;
-    spokes[1].3.process.kill();
+    let deployments: Api<OClassDeployment> = Api::namespaced(hub_client.clone(), &ns);
+    let port_b = fleet.spokes[1].crm.port;
+    fleet.spokes[1].crm.process.kill();
     let lost = std::time::Instant::now();
-    wait_for("spoke-b Unreachable", Duration::from_secs(10), || async {
-        Ok(
-            (cluster_health(&clusters, &cluster_names[1]).await? == ClusterHealth::Unreachable)
-                .then_some(()),
-        )
-    })
+    wait_cluster_health(
+        &clusters,
+        &cluster_names[1],
+        ClusterHealth::Unreachable,
+        Duration::from_secs(10),
+    )
     .await?;
     println!("spoke-b Unreachable after {:?}", lost.elapsed());
     let degraded = wait_for("record Degraded", Duration::from_secs(20), || async {
@@ -163,27 +115,16 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
     );
 
     // It comes back on the same address; everything recovers with no manual step.
-    let (context_b, _, spoke_ns_b, _) = &spokes[1];
-    let crm_b = Crm::start_on(port_b, context_b, &spoke_ns_b.name, &[]).await?;
-    spokes[1].3 = crm_b;
-    wait_for("spoke-b Healthy again", Duration::from_secs(30), || async {
-        Ok(
-            (cluster_health(&clusters, &cluster_names[1]).await? == ClusterHealth::Healthy)
-                .then_some(()),
-        )
-    })
+    let spoke_b = &mut fleet.spokes[1];
+    spoke_b.crm = Crm::start_on(port_b, &spoke_b.context, &spoke_b.ns.name, &[]).await?;
+    wait_cluster_health(
+        &clusters,
+        &cluster_names[1],
+        ClusterHealth::Healthy,
+        Duration::from_secs(30),
+    )
     .await?;
-    kubectl(
-        &hub,
-        &[
-            "wait",
-            "-n",
-            &ns.name,
-            "--for=condition=Available",
-            "classdeployment/record",
-            "--timeout=60s",
-        ],
-    )?;
+    wait_available(&hub, &ns, "record")?;
 
     // Deleting the class deployment removes it from both spokes.
     kubectl(
@@ -191,12 +132,18 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
         &[
             "delete",
             "-n",
-            &ns.name,
+            &ns,
             "classdeployment/record",
             "--timeout=60s",
         ],
     )?;
-    for (context, client, spoke_ns, _) in &spokes {
+    for FleetSpoke {
+        context,
+        client,
+        ns: spoke_ns,
+        ..
+    } in &fleet.spokes
+    {
         let runtimes: Api<ClassRuntime> = Api::namespaced(client.clone(), &spoke_ns.name);
         wait_for(
             &format!("ClassRuntime gone from {context}"),
@@ -213,14 +160,22 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
         .await?;
     }
 
-    for name in &cluster_names {
-        kubectl(&hub, &["delete", "ocluster", name])?;
-    }
-    ns.delete().await?;
-    for (_, _, spoke_ns, _) in spokes {
-        spoke_ns.delete().await?;
-    }
-    Ok(())
+    fleet.delete().await
+}
+
+fn wait_available(hub: &str, namespace: &str, deployment: &str) -> anyhow::Result<()> {
+    kubectl(
+        hub,
+        &[
+            "wait",
+            "-n",
+            namespace,
+            "--for=condition=Available",
+            &format!("classdeployment/{deployment}"),
+            "--timeout=60s",
+        ],
+    )
+    .map(drop)
 }
 
 #[tokio::test]
@@ -240,12 +195,12 @@ async fn a_selector_chosen_cluster_that_stays_unreachable_is_replaced() -> anyho
     for (suffix, availability) in [("best", 0.99), ("spare", 0.95)] {
         let spoke_ns = TestNamespace::create(&spoke, "failover-spoke").await?;
         let crm = Crm::start(&context, &spoke_ns.name, &[]).await?;
-        let manifest = format!(
-            "apiVersion: oaas.io/v1alpha1\nkind: OCluster\nmetadata:\n  name: {}-{suffix}\n  labels: {{{}: {}, tier: gold}}\nspec:\n  endpoint: {}\n  availability: {availability}\n  timeoutSeconds: 3\n  healthCheckIntervalSeconds: 1\n  failureThreshold: 2\n  circuitOpenSeconds: 2\n",
-            ns.name,
-            oaas_e2e::E2E_CLUSTER_LABEL,
-            ns.name,
-            crm.endpoint
+        let manifest = cluster_manifest(
+            &format!("{}-{suffix}", ns.name),
+            &ns.name,
+            ", tier: gold",
+            &crm.endpoint,
+            &format!("  availability: {availability}\n"),
         );
         kubectl_with_input(&hub, &["apply", "-f", "-"], &manifest)?;
         crms.push((spoke_ns, crm));
@@ -257,17 +212,7 @@ async fn a_selector_chosen_cluster_that_stays_unreachable_is_replaced() -> anyho
     kubectl_with_input(&hub, &["apply", "-n", &ns.name, "-f", "-"], &package)?;
     let deployment = "apiVersion: oaas.io/v1alpha1\nkind: OClassDeployment\nmetadata:\n  name: thumbs\nspec:\n  package: example\n  classKey: Thumbnail\n  clusterSelector: {matchLabels: {tier: gold}}\n  nfr: {availability: 0.5}\n  failoverGraceSeconds: 2\n";
     kubectl_with_input(&hub, &["apply", "-n", &ns.name, "-f", "-"], deployment)?;
-    kubectl(
-        &hub,
-        &[
-            "wait",
-            "-n",
-            &ns.name,
-            "--for=condition=Available",
-            "classdeployment/thumbs",
-            "--timeout=60s",
-        ],
-    )?;
+    wait_available(&hub, &ns.name, "thumbs")?;
     let deployments: Api<OClassDeployment> = Api::namespaced(hub_client.clone(), &ns.name);
     let planned = |cd: &OClassDeployment| {
         cd.status
