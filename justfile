@@ -32,6 +32,14 @@ e2e *ARGS:
     cargo build --workspace --bins
     cargo test --workspace --all-targets -- --ignored {{ARGS}}
 
+# Fuzz the PM's REST facade from its OpenAPI document with schemathesis (needs cluster-up)
+fuzz-rest:
+    bash hack/fuzz-rest.sh
+
+# Convert an OaaS package file (YAML or JSON) into OPackage/OClassDeployment manifests
+convert FILE *ARGS:
+    @cargo run -q -p oaas-pm -- convert {{ARGS}} {{FILE}}
+
 # Delete namespaces that failed e2e tests left behind, in every cluster
 e2e-clean:
     cargo run -q -p oaas-e2e --bin e2e-clean

@@ -4,7 +4,7 @@
 # outside the repo). Safe to run again: it only does what is missing.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-APT_PACKAGES=(openssl curl procps ca-certificates)
+APT_PACKAGES=(openssl curl procps ca-certificates python3 python3-venv)
 
 missing_apt() {
   local p
@@ -35,6 +35,16 @@ install_just() {
   command -v just >/dev/null || die "just was installed but is not on PATH"
 }
 
+# schemathesis fuzzes the REST facade (`just fuzz-rest`); it lives in a virtualenv of its
+# own so its Python dependencies touch nothing else.
+install_schemathesis() {
+  [[ -x "$SCHEMATHESIS_VENV/bin/schemathesis" ]] && return
+  log "installing schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV"
+  rm -rf "$SCHEMATHESIS_VENV"
+  python3 -m venv "$SCHEMATHESIS_VENV"
+  "$SCHEMATHESIS_VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+}
+
 check_toolchains() {
   command -v cargo >/dev/null || die "Rust is required (https://rustup.rs)"
   command -v go >/dev/null || die "Go is required to build the Kubernetes binaries (https://go.dev/dl)"
@@ -46,5 +56,6 @@ check_toolchains() {
 install_apt
 check_toolchains
 install_just
+install_schemathesis
 bash "$HACK_DIR/build-k8s.sh"
 log "bootstrap complete"

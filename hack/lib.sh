@@ -12,6 +12,7 @@ OAAS_CACHE="${OAAS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/oaas}"
 K8S_BIN="$OAAS_CACHE/k8s-$K8S_VERSION/bin"
 ETCD_BIN="$OAAS_CACHE/etcd-$ETCD_VERSION/bin"
 KWOK_BIN="$OAAS_CACHE/kwok-$KWOK_VERSION/bin"
+SCHEMATHESIS_VENV="$OAAS_CACHE/schemathesis-$SCHEMATHESIS_VERSION"
 # Running clusters keep their state (etcd data, logs, pid files, kubeconfig) here.
 OAAS_STATE="${OAAS_STATE:-$OAAS_CACHE/clusters}"
 OAAS_KUBECONFIG="$OAAS_STATE/kubeconfig"

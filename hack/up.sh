@@ -57,6 +57,9 @@ The system is up. Try:
   kubectl get classdeployments                         # on the hub (context oaas-hub)
   kubectl get oaas                                     # every OaaS resource in the namespace
   kubectl --context oaas-spoke-a get classruntimes,deployments,services
+  curl -s 127.0.0.1:8080/api/v1/deployments           # the same through the PM's REST API
+  curl -s -XPOST 127.0.0.1:8080/api/v1/packages -H 'content-type: application/yaml' \
+       --data-binary @manifests/samples/oaas-package.yaml   # an OaaS package file, deployed
   curl -s 127.0.0.1:8080/metrics | grep oaas_pm_       # the PM's metrics
 Stop everything with: just down
 MSG

@@ -5,6 +5,12 @@
 /// accepted; they map to Kubernetes names through [`resource_name`].
 pub const KEY_RULE: &str = "self.matches('^[A-Za-z]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$')";
 
+/// The regular expression of [`KEY_RULE`], for JSON schemas outside the CRDs (REST).
+pub const KEY_PATTERN: &str = "^[A-Za-z]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$";
+
+/// A DNS-1123 subdomain: the names of OPackages.
+pub const SUBDOMAIN_PATTERN: &str = "^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$";
+
 /// Message of [`KEY_RULE`], telling the user how to fix a key.
 pub const KEY_MESSAGE: &str = "a key must start with a letter, end with a letter or digit, and contain only letters, digits, '.', '_' or '-' (at most 63 characters), e.g. Record or Record.echo";
 
@@ -109,6 +115,11 @@ mod tests {
             let err = check_key(key).unwrap_err();
             assert!(err.contains("must start with a letter"), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn the_key_pattern_is_the_one_in_the_cel_rule() {
+        assert!(KEY_RULE.contains(KEY_PATTERN));
     }
 
     #[test]

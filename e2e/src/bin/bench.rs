@@ -4,11 +4,14 @@
 //!   bench [all]      everything below
 //!   bench crm        the class runtime manager on the first spoke
 //!   bench pm         the whole system: the PM on the hub, a CRM on each spoke
+//!   bench rest       the PM's REST facade on the hub
 //!
 //! Sizes come from the environment: `BENCH_CRM_UNITS` (latency samples, default 200),
 //! `BENCH_CRM_RUNTIMES` (ClassRuntimes for the memory figure, default 2000),
 //! `BENCH_PM_SAMPLES` (latency samples, default 50) and `BENCH_PM_DEPLOYMENTS` (class
-//! deployments for the scale figure, default 500).
+//! deployments for the scale figure, default 500), `BENCH_REST_PACKAGES` (default 1000),
+//! `BENCH_REST_CLIENTS` (concurrent clients, default 8) and `BENCH_REST_SECONDS` (per read
+//! measure, default 10).
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -26,6 +29,8 @@ use serde_json::json;
 
 #[path = "bench/pm.rs"]
 mod pm;
+#[path = "bench/rest.rs"]
+mod rest;
 
 pub struct Row {
     name: String,
@@ -242,9 +247,12 @@ async fn main() -> anyhow::Result<()> {
     if matches!(which.as_str(), "all" | "pm") {
         pm::bench_pm(&mut rows).await?;
     }
+    if matches!(which.as_str(), "all" | "rest") {
+        rest::bench_rest(&mut rows).await?;
+    }
     anyhow::ensure!(
         !rows.is_empty(),
-        "unknown benchmark {which:?}; use crm, pm or all"
+        "unknown benchmark {which:?}; use crm, pm, rest or all"
     );
     print_and_save(&rows)?;
     Ok(())

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use oaas_crds::common::{ConsistencyModel, EnforcementMode, FunctionType};
 use oaas_crds::package::AccessModifier;
+use oaas_crds::validation::{KEY_PATTERN, SUBDOMAIN_PATTERN};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 pub struct Package {
     /// Package name; also the OPackage's name, so a lowercase DNS name such as `shop-app`.
+    #[schemars(pattern(SUBDOMAIN_PATTERN))]
     pub name: String,
     #[serde(default, deserialize_with = "loose::opt_string")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -51,6 +53,7 @@ pub struct PackageMetadata {
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 pub struct Class {
+    #[schemars(pattern(KEY_PATTERN))]
     pub key: String,
     #[serde(default, deserialize_with = "loose::opt_string")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,6 +105,7 @@ pub struct FunctionBinding {
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 pub struct Function {
+    #[schemars(pattern(KEY_PATTERN))]
     pub key: String,
     #[serde(default)]
     pub function_type: FunctionType,
@@ -157,10 +161,12 @@ pub struct ProvisionConfig {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 pub struct Deployment {
     /// Deployment key; its lowercase DNS form is the OClassDeployment's name.
+    #[schemars(pattern(KEY_PATTERN))]
     pub key: String,
     /// Package of the class; inside a package document it defaults to that package.
     #[serde(default)]
     pub package_name: String,
+    #[schemars(pattern(KEY_PATTERN))]
     pub class_key: String,
     /// Clusters (OCluster names) to deploy to.
     #[serde(default)]

@@ -35,6 +35,7 @@ pub struct DeploymentFilter {
 
 #[derive(Deserialize, JsonSchema)]
 pub struct DeploymentKey {
+    #[schemars(pattern(oaas_crds::validation::KEY_PATTERN))]
     key: String,
 }
 

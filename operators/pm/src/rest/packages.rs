@@ -38,6 +38,7 @@ pub struct PackageFilter {
 
 #[derive(Deserialize, JsonSchema)]
 pub struct PackageName {
+    #[schemars(pattern(oaas_crds::validation::SUBDOMAIN_PATTERN))]
     name: String,
 }
 
