@@ -12,7 +12,7 @@ fn mk_package(i: usize) -> serde_json::Value {
     json!({
         "name": format!("pkg-{i:04}"),
         "version": "1.0",
-        "metadata": {"author": "bench", "tags": ["bench", if i % 2 == 0 { "even" } else { "odd" }]},
+        "metadata": {"author": "bench", "tags": ["bench"]},
         "classes": [{"key": "C", "function_bindings": [{"name": "f", "function_key": "f"}]}],
         "functions": [{"key": "f", "provision_config": {"container_image": "img/f:1", "min_scale": 1}}]
     })

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use kube::ResourceExt;
+use oaas_crds::OPackage;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -32,29 +33,41 @@ pub struct CatalogFunction {
     function: Function,
 }
 
+/// What `offered` yields for every package in the namespace (or `?package=`), by package.
+fn offered_by_packages<T>(
+    rest: &Rest,
+    namespace: &str,
+    filter: &CatalogFilter,
+    offered: impl Fn(&OPackage) -> Vec<T>,
+) -> Vec<T> {
+    in_namespace(&rest.packages, namespace)
+        .iter()
+        .filter(|p| {
+            filter
+                .package
+                .as_ref()
+                .is_none_or(|name| *name == p.name_any())
+        })
+        .flat_map(|p| offered(p))
+        .collect()
+}
+
 /// Classes of every package in the namespace (or `?package=`).
 pub async fn classes(
     State(rest): State<Arc<Rest>>,
     Namespace(namespace): Namespace,
     Params(filter): Params<CatalogFilter>,
 ) -> Json<Vec<CatalogClass>> {
-    let packages = in_namespace(&rest.packages, &namespace);
-    let chosen = packages.iter().filter(|p| {
-        filter
-            .package
-            .as_ref()
-            .is_none_or(|name| *name == p.name_any())
-    });
-    Json(
-        chosen
-            .flat_map(|p| {
-                p.spec.classes.iter().map(|c| CatalogClass {
-                    package_name: p.name_any(),
-                    class: class_document(c),
-                })
+    Json(offered_by_packages(&rest, &namespace, &filter, |p| {
+        p.spec
+            .classes
+            .iter()
+            .map(|c| CatalogClass {
+                package_name: p.name_any(),
+                class: class_document(c),
             })
-            .collect(),
-    )
+            .collect()
+    }))
 }
 
 /// Functions of every package in the namespace (or `?package=`).
@@ -63,21 +76,14 @@ pub async fn functions(
     Namespace(namespace): Namespace,
     Params(filter): Params<CatalogFilter>,
 ) -> Json<Vec<CatalogFunction>> {
-    let packages = in_namespace(&rest.packages, &namespace);
-    let chosen = packages.iter().filter(|p| {
-        filter
-            .package
-            .as_ref()
-            .is_none_or(|name| *name == p.name_any())
-    });
-    Json(
-        chosen
-            .flat_map(|p| {
-                p.spec.functions.iter().map(|f| CatalogFunction {
-                    package_name: p.name_any(),
-                    function: function_document(f),
-                })
+    Json(offered_by_packages(&rest, &namespace, &filter, |p| {
+        p.spec
+            .functions
+            .iter()
+            .map(|f| CatalogFunction {
+                package_name: p.name_any(),
+                function: function_document(f),
             })
-            .collect(),
-    )
+            .collect()
+    }))
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Document, Namespace, Params, Segments};
-use super::outcome::{Created, Outcome, Tagged};
+use super::outcome::{Created, Outcome, WithHeaders};
 use super::packages::replace_spec;
 use super::{Rest, at_least, deleting, in_namespace, page, until_cached};
 use crate::document::mapping::{
@@ -95,12 +95,12 @@ pub async fn get(
     State(rest): State<Arc<Rest>>,
     Namespace(namespace): Namespace,
     Segments(DeploymentKey { key }): Segments<DeploymentKey>,
-) -> ApiResult<Tagged<Deployment>> {
+) -> ApiResult<WithHeaders<Deployment>> {
     let deployment = cached(&rest, &namespace, &key)?;
-    Ok(Tagged {
-        body: deployment_document(&deployment),
-        resource_version: deployment.resource_version(),
-    })
+    Ok(WithHeaders::tagged(
+        deployment_document(&deployment),
+        deployment.resource_version(),
+    ))
 }
 
 /// Deploy a class of a stored package to the clusters in `target_envs`.

@@ -4,8 +4,9 @@ use aide::OperationOutput;
 use aide::generate::GenContext;
 use aide::openapi::{Operation, Response as ApiResponse, StatusCode as ApiStatus};
 use axum::Json;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::http::header::ETAG;
+use axum::http::header::{ETAG, WARNING};
 use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -49,26 +50,42 @@ impl<T: JsonSchema> OperationOutput for Created<T> {
     }
 }
 
-/// 200 with a JSON body and the object's resourceVersion as ETag, for `If-Match`.
-pub struct Tagged<T> {
-    pub body: T,
-    pub resource_version: Option<String>,
+/// 200 with a JSON body and headers about it: the object's resourceVersion as ETag (for
+/// `If-Match`), or a `Warning` per part missing from the answer (a spoke that did not
+/// answer), as the Kubernetes API does for its warnings.
+pub struct WithHeaders<T> {
+    body: T,
+    headers: HeaderMap,
 }
 
-impl<T: Serialize> IntoResponse for Tagged<T> {
-    fn into_response(self) -> Response {
-        let mut response = Json(self.body).into_response();
-        if let Some(value) = self
-            .resource_version
-            .and_then(|rv| format!("\"{rv}\"").parse().ok())
-        {
-            response.headers_mut().insert(ETAG, value);
+impl<T> WithHeaders<T> {
+    pub fn tagged(body: T, resource_version: Option<String>) -> Self {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = resource_version.and_then(|rv| format!("\"{rv}\"").parse().ok()) {
+            headers.insert(ETAG, value);
         }
-        response
+        Self { body, headers }
+    }
+
+    pub fn warned(body: T, warnings: Vec<String>) -> Self {
+        let mut headers = HeaderMap::new();
+        for warning in warnings {
+            let text = warning.replace(['"', '\\'], "'");
+            if let Ok(value) = format!("299 oaas-pm \"{text}\"").parse() {
+                headers.append(WARNING, value);
+            }
+        }
+        Self { body, headers }
     }
 }
 
-impl<T: JsonSchema> OperationOutput for Tagged<T> {
+impl<T: Serialize> IntoResponse for WithHeaders<T> {
+    fn into_response(self) -> Response {
+        (self.headers, Json(self.body)).into_response()
+    }
+}
+
+impl<T: JsonSchema> OperationOutput for WithHeaders<T> {
     type Inner = T;
 
     fn operation_response(ctx: &mut GenContext, op: &mut Operation) -> Option<ApiResponse> {
@@ -111,42 +128,5 @@ impl OperationOutput for Deleted {
             responses.push((Some(ApiStatus::Code(202)), waiting));
         }
         responses
-    }
-}
-
-/// 200 with a JSON body that may be incomplete: each `Warning` header names a part that is
-/// missing (a spoke that did not answer), as the Kubernetes API does for its warnings.
-pub struct Warned<T> {
-    pub body: T,
-    pub warnings: Vec<String>,
-}
-
-impl<T: Serialize> IntoResponse for Warned<T> {
-    fn into_response(self) -> Response {
-        let mut response = Json(self.body).into_response();
-        for warning in self.warnings {
-            let text = warning.replace(['"', '\\'], "'");
-            if let Ok(value) = format!("299 oaas-pm \"{text}\"").parse() {
-                response
-                    .headers_mut()
-                    .append(axum::http::header::WARNING, value);
-            }
-        }
-        response
-    }
-}
-
-impl<T: JsonSchema> OperationOutput for Warned<T> {
-    type Inner = T;
-
-    fn operation_response(ctx: &mut GenContext, op: &mut Operation) -> Option<ApiResponse> {
-        Json::<T>::operation_response(ctx, op)
-    }
-
-    fn inferred_responses(
-        ctx: &mut GenContext,
-        op: &mut Operation,
-    ) -> Vec<(Option<ApiStatus>, ApiResponse)> {
-        Json::<T>::inferred_responses(ctx, op)
     }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Document, Namespace, Params, Segments};
-use super::outcome::{Created, Deleted, Outcome, Tagged};
+use super::outcome::{Created, Deleted, Outcome, WithHeaders};
 use super::{Rest, at_least, deleting, in_namespace, page, until_cached};
 use crate::document::mapping::{deployment_document, package_document, package_resources};
 use crate::document::{Deployment, Package};
@@ -120,7 +120,7 @@ pub async fn get(
     State(rest): State<Arc<Rest>>,
     Namespace(namespace): Namespace,
     Segments(PackageName { name }): Segments<PackageName>,
-) -> ApiResult<Tagged<Package>> {
+) -> ApiResult<WithHeaders<Package>> {
     let key = kube::runtime::reflector::ObjectRef::new(&name).within(&namespace);
     let package = rest.packages.get(&key).ok_or_else(|| {
         ApiError::not_found(format!("package {name:?} in namespace {namespace:?}"))
@@ -128,10 +128,10 @@ pub async fn get(
     let deployments = deployments_by_package(&rest, &namespace)
         .remove(&name)
         .unwrap_or_default();
-    Ok(Tagged {
-        body: package_document(&package, deployments),
-        resource_version: package.resource_version(),
-    })
+    Ok(WithHeaders::tagged(
+        package_document(&package, deployments),
+        package.resource_version(),
+    ))
 }
 
 /// Store a new package and create the class deployments it lists. Everything is checked

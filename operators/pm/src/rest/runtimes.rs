@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Namespace, Params, Segments};
-use super::outcome::Warned;
+use super::outcome::WithHeaders;
 use super::{Rest, page};
 use crate::document::DeploymentCondition;
 use crate::document::mapping::{condition_of, deployment_name};
@@ -190,7 +190,7 @@ fn with_deadline<T>(spoke: &crate::registry::Spoke, message: T) -> tonic::Reques
 pub async fn list(
     State(rest): State<Arc<Rest>>,
     Params(filter): Params<RuntimeFilter>,
-) -> ApiResult<Warned<Vec<ClassRuntimeRecord>>> {
+) -> ApiResult<WithHeaders<Vec<ClassRuntimeRecord>>> {
     let names = clusters(&rest, filter.cluster.as_deref())?;
     let request = pb::ListClassRuntimesRequest {
         package_name: filter.package_name.clone().unwrap_or_default(),
@@ -235,10 +235,10 @@ pub async fn list(
                 || serde_json::to_value(r.status.condition).is_ok_and(|c| c == w)
         })
     });
-    Ok(Warned {
-        body: page(records, filter.offset, filter.limit),
+    Ok(WithHeaders::warned(
+        page(records, filter.offset, filter.limit),
         warnings,
-    })
+    ))
 }
 
 /// One class runtime, from the spoke that has it (all are asked unless `?cluster=`).
