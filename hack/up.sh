@@ -24,7 +24,7 @@ kubectl --context oaas-hub wait --for=condition=Established crd --all --timeout=
 # run_operator CLUSTER NAME BINARY ENV...: one background process with a pid file and a log.
 run_operator() {
   local cluster=$1 name=$2 binary=$3; shift 3
-  local dir="$OAAS_STATE/$cluster" pidfile="$OAAS_STATE/$cluster/pids/$2.pid"
+  local dir="$OAAS_STATE/$cluster" pidfile="$OAAS_STATE/$cluster/pids/$name.pid"
   if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     log "$name on $cluster is already running"
     return
