@@ -4,7 +4,8 @@
 # outside the repo). Safe to run again: it only does what is missing.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-APT_PACKAGES=(openssl curl procps ca-certificates python3 python3-venv)
+# prometheus: the NFR analyzer's tests query a real one.
+APT_PACKAGES=(openssl curl procps ca-certificates python3 python3-venv prometheus)
 
 missing_apt() {
   local p
@@ -20,7 +21,7 @@ install_apt() {
   local sudo=(); [[ $EUID -ne 0 ]] && sudo=(sudo)
   log "installing Debian packages: ${missing[*]}"
   "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # `just` comes from PyPI as a prebuilt wheel (rust-just); cargo builds it if pip is absent.

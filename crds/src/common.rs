@@ -275,16 +275,24 @@ impl Phase {
     }
 }
 
-/// What the NFR analyzer recommends for one function's replicas.
+/// What the NFR analyzer recommends for one function: replicas (applied in enforce mode),
+/// and CPU and memory requests (observe only).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicaRecommendation {
     pub function_key: String,
     pub current_replicas: u32,
+    /// Within the function's minScale..maxScale.
     pub recommended_replicas: u32,
     /// Why, in words: which metric against which target.
     #[serde(default)]
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// CPU request per replica that would put the observed use at the utilization target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommended_cpu: Option<String>,
+    /// Memory request per replica: the observed working set plus 20% headroom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommended_memory: Option<String>,
 }

@@ -503,6 +503,8 @@ pub fn recommendation_to_proto(r: &ReplicaRecommendation) -> pb::ReplicaRecommen
         recommended_replicas: r.recommended_replicas,
         reason: r.reason.clone(),
         observed_at: r.observed_at.as_ref().map(time_to_proto),
+        recommended_cpu: r.recommended_cpu.clone().unwrap_or_default(),
+        recommended_memory: r.recommended_memory.clone().unwrap_or_default(),
     }
 }
 
@@ -513,6 +515,8 @@ pub fn recommendation_from_proto(r: &pb::ReplicaRecommendation) -> ReplicaRecomm
         recommended_replicas: r.recommended_replicas,
         reason: r.reason.clone(),
         observed_at: r.observed_at.as_ref().and_then(time_from_proto),
+        recommended_cpu: non_empty(&r.recommended_cpu),
+        recommended_memory: non_empty(&r.recommended_memory),
     }
 }
 

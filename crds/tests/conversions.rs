@@ -125,6 +125,8 @@ fn status_round_trips_through_deployment_status() {
             recommended_replicas: 2,
             reason: "cpu 90% > 70%".into(),
             observed_at: None,
+            recommended_cpu: Some("250m".into()),
+            recommended_memory: Some("192Mi".into()),
         }],
         ..Default::default()
     };

@@ -60,8 +60,13 @@ pub async fn wait_cluster_health(
 }
 
 impl Fleet {
-    /// Starts it all and waits until every cluster is Healthy. `pm_env` adds PM settings.
-    pub async fn start(test: &str, pm_env: &[(&str, &str)]) -> anyhow::Result<Self> {
+    /// Starts it all and waits until every cluster is Healthy. `pm_env` and `crm_env` add
+    /// settings of the PM and of every CRM.
+    pub async fn start(
+        test: &str,
+        pm_env: &[(&str, &str)],
+        crm_env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         install_all_crds().await?;
         let hub = hub_context();
         let hub_client = client_for(&hub).await?;
@@ -70,7 +75,7 @@ impl Fleet {
         for context in spoke_contexts() {
             let client = client_for(&context).await?;
             let spoke_ns = TestNamespace::create(&client, &format!("{test}-spoke")).await?;
-            let crm = Crm::start(&context, &spoke_ns.name, &[]).await?;
+            let crm = Crm::start(&context, &spoke_ns.name, crm_env).await?;
             let cluster = format!("{}-{}", ns.name, context.trim_start_matches("oaas-"));
             let manifest = cluster_manifest(&cluster, &ns.name, "", &crm.endpoint, "");
             kubectl_with_input(&hub, &["apply", "-f", "-"], &manifest)?;

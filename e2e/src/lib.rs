@@ -10,6 +10,7 @@ mod crds;
 mod fleet;
 mod namespace;
 mod process;
+mod prometheus;
 mod rest;
 mod wait;
 
@@ -17,6 +18,7 @@ pub use crds::{install_all_crds, install_crds};
 pub use fleet::{Fleet, FleetSpoke, cluster_health, cluster_manifest, wait_cluster_health};
 pub use namespace::{TestNamespace, delete_all_test_namespaces};
 pub use process::{Crm, Pm, Process, binary, free_port, http_get, http_status};
+pub use prometheus::{Exporter, Prometheus};
 pub use rest::{Answer, RestClient};
 pub use wait::wait_for;
 

@@ -43,17 +43,28 @@ pub struct Process {
 }
 
 impl Process {
+    /// Starts one of the workspace's binaries.
     pub fn start(
         binary_name: &str,
         log_name: &str,
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
-        let path = binary(binary_name)?;
-        let log_dir = path.parent().unwrap().join("e2e-logs");
+        Self::spawn(&binary(binary_name)?, &[], log_name, env)
+    }
+
+    /// Starts any program; its log goes next to the workspace binaries' logs.
+    pub fn spawn(
+        path: &std::path::Path,
+        args: &[&str],
+        log_name: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let log_dir = binary("oaas-crm")?.parent().unwrap().join("e2e-logs");
         std::fs::create_dir_all(&log_dir)?;
         let log = log_dir.join(format!("{log_name}.log"));
         let file = std::fs::File::create(&log)?;
-        let child = Command::new(&path)
+        let child = Command::new(path)
+            .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env(
                 "RUST_LOG",

@@ -27,7 +27,7 @@ fn samples(clusters: &[String]) -> anyhow::Result<(String, String)> {
 #[ignore = "needs the local clusters: run `just test`"]
 async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_removed()
 -> anyhow::Result<()> {
-    let mut fleet = Fleet::start("pm", &[]).await?;
+    let mut fleet = Fleet::start("pm", &[], &[]).await?;
     let (hub, ns) = (fleet.hub.clone(), fleet.ns.name.clone());
     let cluster_names = fleet.cluster_names();
     let clusters = fleet.clusters();

@@ -61,7 +61,7 @@ async fn wait_status(rest: &RestClient, key: &str, condition: &str) -> anyhow::R
 #[tokio::test]
 #[ignore = "needs the local clusters: run `just test`"]
 async fn every_route_answers_and_rest_and_kubectl_show_the_same_objects() -> anyhow::Result<()> {
-    let mut fleet = Fleet::start("rest", &[]).await?;
+    let mut fleet = Fleet::start("rest", &[], &[]).await?;
     let (hub, ns) = (fleet.hub.clone(), fleet.ns.name.clone());
     let clusters = fleet.cluster_names();
     let rest = RestClient::new(fleet.pm.port);

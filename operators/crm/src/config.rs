@@ -27,6 +27,8 @@ pub struct Config {
     /// How often to re-check workloads that are not yet Available.
     pub progress_requeue: Duration,
     pub json_logs: bool,
+    /// The NFR analyzer's settings, when `OPRC_CRM_FEATURES_PROMETHEUS` is on.
+    pub nfr: Option<crate::nfr::Settings>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -118,8 +120,76 @@ impl Config {
                 env.number("OPRC_CRM_PROGRESS_REQUEUE_SECS", 10)?,
             ),
             json_logs: env.flag("OPRC_CRM_LOG_JSON", false)?,
+            nfr: if features.prometheus {
+                Some(nfr_settings(&env, features.nfr_enforcement)?)
+            } else {
+                None
+            },
         })
     }
+}
+
+fn nfr_settings(env: &Env, enforcement: bool) -> Result<crate::nfr::Settings, ConfigError> {
+    use crate::nfr::{DEFAULT_CPU_QUERY, DEFAULT_MEMORY_QUERY, Settings, decide};
+    let prometheus_url = env.get("OPRC_CRM_PROMETHEUS_URL").ok_or_else(|| {
+        env.error(
+            "OPRC_CRM_PROMETHEUS_URL",
+            "",
+            "OPRC_CRM_FEATURES_PROMETHEUS is on: give the Prometheus base URL, e.g. http://prometheus:9090",
+        )
+    })?;
+    if !prometheus_url.starts_with("http://") && !prometheus_url.starts_with("https://") {
+        return Err(env.error(
+            "OPRC_CRM_PROMETHEUS_URL",
+            prometheus_url,
+            "must be an http(s) URL",
+        ));
+    }
+    let seconds = |name: &str, default: u64| -> Result<Duration, ConfigError> {
+        match env.number(name, default)? {
+            0 => Err(env.error(name, "0", "must be at least 1 second")),
+            n => Ok(Duration::from_secs(n)),
+        }
+    };
+    let step = seconds("OPRC_CRM_NFR_STEP_SECS", 30)?;
+    let window = seconds("OPRC_CRM_NFR_WINDOW_SECS", 300)?;
+    if window < step {
+        return Err(env.error(
+            "OPRC_CRM_NFR_WINDOW_SECS",
+            &window.as_secs().to_string(),
+            "must be at least OPRC_CRM_NFR_STEP_SECS",
+        ));
+    }
+    let max_step_text = env.get("OPRC_CRM_ENFORCEMENT_MAX_STEP").unwrap_or("50%");
+    let max_step = decide::Step::parse(max_step_text).ok_or_else(|| {
+        env.error(
+            "OPRC_CRM_ENFORCEMENT_MAX_STEP",
+            max_step_text,
+            "give replicas (e.g. 2) or a percent of the current replicas (e.g. 50%), more than 0",
+        )
+    })?;
+    Ok(Settings {
+        prometheus_url: prometheus_url.to_string(),
+        interval: seconds("OPRC_CRM_ANALYZER_INTERVAL_SECS", 60)?,
+        window,
+        step,
+        rate_window: seconds("OPRC_CRM_NFR_RATE_WINDOW_SECS", 120)?,
+        query_timeout: seconds("OPRC_CRM_PROMETHEUS_TIMEOUT_SECS", 5)?,
+        cpu_query: env
+            .get("OPRC_CRM_NFR_CPU_QUERY")
+            .unwrap_or(DEFAULT_CPU_QUERY)
+            .to_string(),
+        memory_query: env
+            .get("OPRC_CRM_NFR_MEMORY_QUERY")
+            .unwrap_or(DEFAULT_MEMORY_QUERY)
+            .to_string(),
+        enforcement,
+        safeguards: decide::Safeguards {
+            stability: Duration::from_secs(env.number("OPRC_CRM_ENFORCEMENT_STABILITY_SECS", 300)?),
+            cooldown: Duration::from_secs(env.number("OPRC_CRM_ENFORCEMENT_COOLDOWN_SECS", 600)?),
+            max_step,
+        },
+    })
 }
 
 struct Env<'a>(&'a HashMap<String, String>);
@@ -189,6 +259,34 @@ mod tests {
         ]))
         .unwrap();
         assert!(with_odgm.features.odgm);
+    }
+
+    #[test]
+    fn the_analyzer_needs_prometheus_and_sane_windows() {
+        let on = [("OPRC_CRM_FEATURES_PROMETHEUS", "true")];
+        let err = Config::from_vars(&mk_vars(&on)).unwrap_err();
+        assert_eq!(err.variable, "OPRC_CRM_PROMETHEUS_URL");
+        let url = ("OPRC_CRM_PROMETHEUS_URL", "http://127.0.0.1:9090");
+        let nfr = Config::from_vars(&mk_vars(&[on[0], url]))
+            .unwrap()
+            .nfr
+            .unwrap();
+        assert_eq!(nfr.interval, Duration::from_secs(60));
+        assert_eq!(
+            nfr.safeguards.max_step,
+            crate::nfr::decide::Step::Percent(50)
+        );
+        assert!(!nfr.enforcement, "enforcement is a separate gate");
+        for (var, value) in [
+            ("OPRC_CRM_PROMETHEUS_URL", "prometheus:9090"),
+            ("OPRC_CRM_NFR_WINDOW_SECS", "10"),
+            ("OPRC_CRM_ANALYZER_INTERVAL_SECS", "0"),
+            ("OPRC_CRM_ENFORCEMENT_MAX_STEP", "0%"),
+        ] {
+            let err = Config::from_vars(&mk_vars(&[on[0], url, (var, value)])).unwrap_err();
+            assert_eq!(err.variable, var, "{err}");
+        }
+        assert!(Config::from_vars(&mk_vars(&[])).unwrap().nfr.is_none());
     }
 
     #[test]

@@ -28,6 +28,7 @@ use tracing::{info, instrument, warn};
 use crate::applied::{self, AppliedCache, ChildKey};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::nfr::{self, ConditionChange};
 use crate::render::{
     self, ChildKind, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, RenderContext, Rendered,
 };
@@ -71,6 +72,8 @@ pub struct Context {
     pub config: Config,
     pub children: ChildStores,
     pub metrics: Arc<Metrics>,
+    /// The NFR analyzer's latest reports.
+    nfr: Arc<nfr::Board>,
     applied: AppliedCache,
     recorder: Recorder,
     knative: Mutex<Option<(Instant, bool)>>,
@@ -97,12 +100,17 @@ impl Context {
         installed
     }
 
-    fn render_context(&self, knative_installed: bool) -> RenderContext<'_> {
+    fn render_context<'a>(
+        &'a self,
+        knative_installed: bool,
+        enforced: &'a std::collections::BTreeMap<String, u32>,
+    ) -> RenderContext<'a> {
         RenderContext {
             profile: self.config.profile,
             features: self.config.features,
             odgm: &self.config.odgm,
             knative_installed,
+            enforced,
         }
     }
 
@@ -132,6 +140,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
         child_stream::<Deployment>(&client, &ns, managed.clone());
     let (services, service_stream) = child_stream::<Service>(&client, &ns, managed.clone());
     let (autoscalers, hpa_stream) = child_stream::<HorizontalPodAutoscaler>(&client, &ns, managed);
+    let board = Arc::new(nfr::Board::default());
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), Reporter::from("oaas-crm")),
@@ -142,21 +151,44 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
             autoscalers,
         },
         metrics,
+        nfr: board.clone(),
         applied: AppliedCache::default(),
         knative: Mutex::new(None),
     });
-    Controller::new(
-        Api::<ClassRuntime>::namespaced(client, &ns),
+    let controller = Controller::new(
+        Api::<ClassRuntime>::namespaced(client.clone(), &ns),
         watcher::Config::default(),
-    )
-    .owns_stream(deployment_stream)
-    .owns_stream(service_stream)
-    .owns_stream(hpa_stream)
-    .with_config(kube::runtime::controller::Config::default().concurrency(16))
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
-    .for_each(|_| futures::future::ready(()))
-    .await;
+    );
+    // The analyzer reports on the board and wakes the runtime it reported on.
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+    if let Some(settings) = ctx.config.nfr.clone() {
+        match nfr::provider::Prometheus::new(&settings.prometheus_url, settings.query_timeout) {
+            Ok(prometheus) => {
+                let analyzer = nfr::analyzer::Analyzer {
+                    provider: Arc::new(prometheus),
+                    settings,
+                    config: ctx.config.clone(),
+                    board,
+                    runtimes: controller.store(),
+                    recorder: Recorder::new(client.clone(), Reporter::from("oaas-crm")),
+                    wake,
+                    pending: Default::default(),
+                };
+                tokio::spawn(analyzer.run());
+            }
+            Err(e) => warn!(error = %e, "the NFR analyzer cannot start"),
+        }
+    }
+    controller
+        .owns_stream(deployment_stream)
+        .owns_stream(service_stream)
+        .owns_stream(hpa_stream)
+        .reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(woken))
+        .with_config(kube::runtime::controller::Config::default().concurrency(16))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
 }
 
 type ChildStream<K> =
@@ -231,7 +263,9 @@ async fn apply(runtime: &ClassRuntime, ctx: &Context) -> Result<Action, Error> {
     }
 
     let knative_installed = ctx.knative_installed().await;
-    let rendered = render::render(runtime, &ctx.render_context(knative_installed));
+    let nfr = nfr::status_for(runtime, ctx.nfr.get(&nfr::key_of(runtime)));
+    let enforced = nfr::enforced_replicas(&nfr.applied);
+    let rendered = render::render(runtime, &ctx.render_context(knative_installed, &enforced));
     let apply_error = apply_children(ctx, &ns, &rendered).await;
     delete_orphans(ctx, &ns, &name, &rendered, knative_installed).await?;
 
@@ -239,12 +273,26 @@ async fn apply(runtime: &ClassRuntime, ctx: &Context) -> Result<Action, Error> {
     observed.apply_error = apply_error;
     let outcome = state::derive(&rendered, &observed);
     let now = Time(Timestamp::now());
+    let mut desired_conditions = outcome.conditions.clone();
+    let existing_conditions: Vec<_> = match nfr.condition {
+        ConditionChange::Set(observed) => {
+            desired_conditions.push(observed);
+            status.conditions.clone()
+        }
+        ConditionChange::Remove => status
+            .conditions
+            .iter()
+            .filter(|c| c.type_ != nfr::NFR_OBSERVED)
+            .cloned()
+            .collect(),
+        ConditionChange::Keep => status.conditions.clone(),
+    };
     let new_status = ClassRuntimeStatus {
         observed_generation: runtime.metadata.generation,
         phase: Some(outcome.phase),
         conditions: conditions::merge(
-            &status.conditions,
-            &outcome.conditions,
+            &existing_conditions,
+            &desired_conditions,
             runtime.metadata.generation,
             &now,
         ),
@@ -265,7 +313,8 @@ async fn apply(runtime: &ClassRuntime, ctx: &Context) -> Result<Action, Error> {
                 name: c.name.clone(),
             })
             .collect(),
-        ..status.clone()
+        nfr_recommendations: nfr.recommendations,
+        last_applied_recommendations: nfr.applied,
     };
     if new_status != status {
         write_status(ctx, runtime, &new_status).await?;

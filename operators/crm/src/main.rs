@@ -8,6 +8,7 @@ mod config;
 mod controller;
 mod grpc;
 mod metrics;
+mod nfr;
 mod render;
 mod state;
 mod template;

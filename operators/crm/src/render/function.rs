@@ -74,11 +74,17 @@ pub(super) fn render(
         };
     }
 
+    let floor = min.max(1);
     let replicas = match template {
         Template::Dev => 1,
-        _ => min.max(1),
+        _ => ctx
+            .enforced
+            .get(&f.function_key)
+            .map_or(floor, |r| (*r).clamp(floor, max.max(floor))),
     };
-    let hpa = template == Template::K8sDeployment && ctx.features.hpa && max > replicas;
+    // The spec's bounds decide whether there is an autoscaler, not the enforced replicas:
+    // enforcement moves minReplicas, it does not swap the HPA for fixed replicas.
+    let hpa = template == Template::K8sDeployment && ctx.features.hpa && max > floor;
     let meta = base.meta(&name, APP_FUNCTION, &component, Some(&f.function_key));
     let deployment = Deployment {
         metadata: meta.clone(),
@@ -158,7 +164,7 @@ pub(super) fn render(
 }
 
 /// (min, max) replicas: min defaults to 1, max to min.
-fn scale_bounds(p: &ProvisionConfig) -> (u32, u32) {
+pub fn scale_bounds(p: &ProvisionConfig) -> (u32, u32) {
     let min = p.min_scale.unwrap_or(1);
     (min, p.max_scale.unwrap_or(min).max(min))
 }

@@ -15,7 +15,7 @@ use oaas_crds::validation::resource_name;
 use crate::config::{Features, OdgmSettings, Profile};
 use crate::template;
 
-pub use function::container_port;
+pub use function::{container_port, scale_bounds};
 pub use odgm::collections_json;
 
 pub const MANAGED_BY: &str = "oaas-crm";
@@ -35,6 +35,9 @@ pub struct RenderContext<'a> {
     pub odgm: &'a OdgmSettings,
     /// Whether the Knative Serving CRD is installed in the cluster.
     pub knative_installed: bool,
+    /// Replicas the NFR enforcer put in force, by function key (within the scale bounds):
+    /// the autoscaler's minReplicas, else the Deployment's replicas.
+    pub enforced: &'a std::collections::BTreeMap<String, u32>,
 }
 
 /// Kinds of child objects the CRM creates.

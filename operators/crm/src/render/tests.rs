@@ -84,8 +84,61 @@ fn render_with(
             features,
             odgm: &settings,
             knative_installed: knative,
+            enforced: &Default::default(),
         },
     )
+}
+
+fn render_enforced(runtime: &ClassRuntime, hpa: bool, enforced: &[(&str, u32)]) -> Rendered {
+    let settings = mk_odgm_settings();
+    let enforced = enforced.iter().map(|(k, r)| (k.to_string(), *r)).collect();
+    render(
+        runtime,
+        &RenderContext {
+            profile: Profile::Full,
+            features: mk_features(false, hpa, false),
+            odgm: &settings,
+            knative_installed: false,
+            enforced: &enforced,
+        },
+    )
+}
+
+#[test]
+fn enforced_replicas_become_hpa_min_replicas_or_deployment_replicas_within_bounds() {
+    let runtime = mk_runtime(vec![mk_function("echo", 2, 5)], false, None);
+    let with_hpa = render_enforced(&runtime, true, &[("echo", 4)]);
+    let hpa = child(
+        &with_hpa,
+        ChildKind::HorizontalPodAutoscaler,
+        "shop-record-echo",
+    );
+    assert_eq!(hpa["spec"]["minReplicas"], 4);
+    assert_eq!(hpa["spec"]["maxReplicas"], 5);
+    let at_max = render_enforced(&runtime, true, &[("echo", 5)]);
+    assert_eq!(
+        child(
+            &at_max,
+            ChildKind::HorizontalPodAutoscaler,
+            "shop-record-echo"
+        )["spec"]["minReplicas"],
+        5,
+        "the autoscaler stays when the enforcer reaches maxScale"
+    );
+
+    let without_hpa = render_enforced(&runtime, false, &[("echo", 9)]);
+    let deployment = child(&without_hpa, ChildKind::Deployment, "shop-record-echo");
+    assert_eq!(deployment["spec"]["replicas"], 5, "clamped to maxScale");
+    let below = render_enforced(&runtime, false, &[("echo", 1)]);
+    assert_eq!(
+        child(&below, ChildKind::Deployment, "shop-record-echo")["spec"]["replicas"],
+        2
+    );
+    let other = render_enforced(&runtime, false, &[("other", 4)]);
+    assert_eq!(
+        child(&other, ChildKind::Deployment, "shop-record-echo")["spec"]["replicas"],
+        2
+    );
 }
 
 fn child<'a>(rendered: &'a Rendered, kind: ChildKind, name: &str) -> &'a Value {
