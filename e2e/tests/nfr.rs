@@ -329,6 +329,17 @@ async fn enforce_mode_raises_hpa_min_replicas_safely_and_observe_mode_changes_no
     )?;
     assert!(events.contains("1 → 2 replicas toward 5"), "{events}");
 
+    let metrics = oaas_e2e::http_get(setup.crm.port, "/metrics").await?;
+    assert!(
+        metrics
+            .contains("oaas_crm_nfr_enforcements_total{target_kind=\"HorizontalPodAutoscaler\"} 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("oaas_crm_nfr_analyses_total{outcome=\"Analyzed\"}"),
+        "{metrics}"
+    );
+
     // What the hub gets from this spoke carries the recommendation.
     let reported = setup
         .grpc

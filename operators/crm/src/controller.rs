@@ -171,6 +171,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
                     board,
                     runtimes: controller.store(),
                     recorder: Recorder::new(client.clone(), Reporter::from("oaas-crm")),
+                    metrics: ctx.metrics.clone(),
                     wake,
                     pending: Default::default(),
                 };

@@ -1,4 +1,5 @@
-//! The CRM's Prometheus metrics: reconciles and gRPC calls. One registry per process.
+//! The CRM's Prometheus metrics: reconciles, gRPC calls, NFR analyses and enforcements. One
+//! registry per process.
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -23,8 +24,20 @@ struct MethodLabels {
     method: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target_kind: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    nfr_analyses: Family<OutcomeLabels, Counter>,
+    nfr_enforcements: Family<TargetLabels, Counter>,
     reconcile_duration: Histogram,
     reconciles: Counter,
     reconcile_failures: Family<ErrorLabels, Counter>,
@@ -67,8 +80,22 @@ impl Default for Metrics {
             "gRPC request latency by method",
             grpc_duration.clone(),
         );
+        let nfr_analyses = Family::<OutcomeLabels, Counter>::default();
+        let nfr_enforcements = Family::<TargetLabels, Counter>::default();
+        registry.register(
+            "nfr_analyses",
+            "NFR analyses of a ClassRuntime by outcome (the NfrObserved reason)",
+            nfr_analyses.clone(),
+        );
+        registry.register(
+            "nfr_enforcements",
+            "Replica changes the NFR enforcer applied, by target kind",
+            nfr_enforcements.clone(),
+        );
         Self {
             registry,
+            nfr_analyses,
+            nfr_enforcements,
             reconcile_duration,
             reconciles,
             reconcile_failures,
@@ -107,6 +134,22 @@ impl Metrics {
     }
 
     /// The OpenMetrics text exposition.
+    pub fn observe_analysis(&self, outcome: &str) {
+        self.nfr_analyses
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    pub fn observe_enforcement(&self, target_kind: &str) {
+        self.nfr_enforcements
+            .get_or_create(&TargetLabels {
+                target_kind: target_kind.into(),
+            })
+            .inc();
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

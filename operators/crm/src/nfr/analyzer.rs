@@ -32,6 +32,7 @@ pub struct Analyzer {
     pub board: Arc<Board>,
     pub runtimes: Store<ClassRuntime>,
     pub recorder: Recorder,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub wake: mpsc::UnboundedSender<ObjectRef<ClassRuntime>>,
     /// Targets waiting out their stability window, by (runtime, function).
     pub pending: HashMap<(String, String), Pending>,
@@ -53,6 +54,7 @@ impl Analyzer {
                     self.board.remove(&key)
                 } else {
                     let report = self.analyze(&runtime).await;
+                    self.metrics.observe_analysis(&report.condition.reason);
                     self.board.set(&key, report)
                 };
                 if changed {
@@ -264,6 +266,7 @@ impl Analyzer {
                 } else {
                     "Deployment"
                 };
+                self.metrics.observe_enforcement(target_kind);
                 let field = if autoscaled {
                     "minReplicas"
                 } else {
