@@ -44,7 +44,13 @@ impl Analyzer {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            for runtime in self.runtimes.state() {
+            let runtimes = self.runtimes.state();
+            let present: std::collections::HashSet<String> =
+                runtimes.iter().map(|r| key_of(r)).collect();
+            self.board.retain(&present);
+            self.pending
+                .retain(|(runtime, _), _| present.contains(runtime));
+            for runtime in runtimes {
                 if runtime.metadata.deletion_timestamp.is_some() {
                     continue;
                 }

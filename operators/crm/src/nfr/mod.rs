@@ -78,6 +78,14 @@ impl Board {
             .remove(key)
             .is_some()
     }
+
+    /// Forgets the reports of runtimes that are gone.
+    pub fn retain(&self, keep: &std::collections::HashSet<String>) {
+        self.reports
+            .lock()
+            .expect("nfr board")
+            .retain(|key, _| keep.contains(key));
+    }
 }
 
 pub fn key_of(runtime: &ClassRuntime) -> String {
