@@ -113,22 +113,25 @@ impl Context {
             enforced,
         }
     }
+}
 
-    async fn publish(&self, runtime: &ClassRuntime, type_: EventType, reason: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: reason.into(),
-            secondary: None,
-        };
-        if let Err(e) = self
-            .recorder
-            .publish(&event, &runtime.object_ref(&()))
-            .await
-        {
-            warn!(error = %e, "could not publish event");
-        }
+/// Records an event on the runtime; a failure to record is logged, never fatal.
+pub async fn publish(
+    recorder: &Recorder,
+    runtime: &ClassRuntime,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &runtime.object_ref(&())).await {
+        warn!(error = %e, "could not publish event");
     }
 }
 
@@ -327,12 +330,17 @@ async fn apply(runtime: &ClassRuntime, ctx: &Context) -> Result<Action, Error> {
             rendered.children.len(),
             rendered.template.as_str()
         );
-        ctx.publish(runtime, EventType::Normal, "Applied", note)
-            .await;
+        publish(&ctx.recorder, runtime, EventType::Normal, "Applied", note).await;
     }
     if outcome.phase == Phase::Degraded && status.phase != Some(Phase::Degraded) {
-        ctx.publish(runtime, EventType::Warning, "Degraded", outcome.message)
-            .await;
+        publish(
+            &ctx.recorder,
+            runtime,
+            EventType::Warning,
+            "Degraded",
+            outcome.message,
+        )
+        .await;
     }
     Ok(match outcome.phase {
         Phase::Available => Action::requeue(Duration::from_secs(300)),
@@ -689,7 +697,8 @@ async fn cleanup(runtime: &ClassRuntime, ctx: &Context) -> Result<Action, Error>
     if remaining > 0 {
         return Err(Error::ChildrenRemain(name));
     }
-    ctx.publish(
+    publish(
+        &ctx.recorder,
         runtime,
         EventType::Normal,
         "Deleted",

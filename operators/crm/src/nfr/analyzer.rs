@@ -6,24 +6,21 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::ResourceExt;
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Resource, ResourceExt};
 use oaas_crds::ClassRuntime;
 use oaas_crds::class_runtime::AppliedRecommendation;
 use oaas_crds::common::{EnforcementMode, ReplicaRecommendation, Template};
 use oaas_crds::conditions::Desired;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::decide::{self, Decision, EnforceInput, Pending, Usage};
 use super::provider::{MetricsProvider, ProviderError};
 use super::{Board, NFR_OBSERVED, Report, Settings, key_of, newest_applied};
 use crate::config::Config;
 use crate::render::{self, ChildKind, FunctionPlan, RenderContext};
-
-/// The autoscaler's default CPU target, used when the NFRs name none.
-const DEFAULT_CPU_TARGET: f64 = 80.0;
 
 pub struct Analyzer {
     pub provider: Arc<dyn MetricsProvider>,
@@ -84,12 +81,7 @@ impl Analyzer {
         };
         let rendered = render::render(runtime, &render_context);
         let namespace = runtime.namespace().unwrap_or_default();
-        let cpu_target = runtime
-            .spec
-            .nfr
-            .as_ref()
-            .and_then(|n| n.cpu_utilization_target)
-            .unwrap_or(DEFAULT_CPU_TARGET);
+        let cpu_target = render::cpu_target(runtime);
 
         let mut measured = Vec::new();
         let mut missing = Vec::new();
@@ -278,8 +270,11 @@ impl Analyzer {
                 } else {
                     "replicas"
                 };
-                self.publish(
+                crate::controller::publish(
+                    &self.recorder,
                     runtime,
+                    EventType::Normal,
+                    "Enforced",
                     format!(
                         "{}: {target_kind} {} {field} {reason}",
                         plan.function_key, plan.workload
@@ -343,22 +338,5 @@ impl Analyzer {
             memory_bytes,
             replicas,
         }))
-    }
-
-    async fn publish(&self, runtime: &ClassRuntime, note: String) {
-        let event = Event {
-            type_: EventType::Normal,
-            reason: "Enforced".into(),
-            note: Some(note),
-            action: "Enforced".into(),
-            secondary: None,
-        };
-        if let Err(e) = self
-            .recorder
-            .publish(&event, &runtime.object_ref(&()))
-            .await
-        {
-            warn!(error = %e, "could not publish event");
-        }
     }
 }

@@ -141,12 +141,7 @@ pub(super) fn render(
         },
     ];
     if hpa {
-        let target = runtime
-            .spec
-            .nfr
-            .as_ref()
-            .and_then(|n| n.cpu_utilization_target)
-            .unwrap_or(DEFAULT_CPU_TARGET);
+        let target = cpu_target(runtime);
         children.push(Child {
             kind: ChildKind::HorizontalPodAutoscaler,
             name: name.clone(),
@@ -161,6 +156,16 @@ pub(super) fn render(
         url,
     };
     RenderedFunction { plan, children }
+}
+
+/// The CPU utilization (percent of the request) the autoscaler and the NFR analyzer aim at.
+pub fn cpu_target(runtime: &ClassRuntime) -> f64 {
+    runtime
+        .spec
+        .nfr
+        .as_ref()
+        .and_then(|n| n.cpu_utilization_target)
+        .unwrap_or(DEFAULT_CPU_TARGET)
 }
 
 /// (min, max) replicas: min defaults to 1, max to min.

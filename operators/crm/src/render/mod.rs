@@ -15,7 +15,7 @@ use oaas_crds::validation::resource_name;
 use crate::config::{Features, OdgmSettings, Profile};
 use crate::template;
 
-pub use function::{container_port, scale_bounds};
+pub use function::{container_port, cpu_target, scale_bounds};
 pub use odgm::collections_json;
 
 pub const MANAGED_BY: &str = "oaas-crm";
