@@ -209,7 +209,7 @@ impl Pm {
     }
 
     /// Starts with more settings, e.g. `OAAS_PM_REST_AUTH`. REST requests default to
-    /// `namespace`; the PM answers once its caches are synced.
+    /// `namespace`; returns once its caches are synced (`/health`), leading or not.
     pub async fn start_with(
         context: &str,
         namespace: &str,
@@ -228,9 +228,9 @@ impl Pm {
         let process = Process::start("oaas-pm", &format!("pm-{namespace}"), &env)?;
         let log = process.log.display().to_string();
         wait_for(
-            &format!("oaas-pm /readyz (log: {log})"),
+            &format!("oaas-pm /health (log: {log})"),
             Duration::from_secs(30),
-            || async { Ok((http_status(port, "/readyz").await.ok() == Some(200)).then_some(())) },
+            || async { Ok((http_status(port, "/health").await.ok() == Some(200)).then_some(())) },
         )
         .await?;
         Ok(Self { process, port })

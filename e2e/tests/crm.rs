@@ -685,3 +685,87 @@ async fn the_crm_exits_promptly_on_sigterm() -> anyhow::Result<()> {
     spoke.ns.delete().await?;
     Ok(())
 }
+
+#[tokio::test]
+#[ignore = "needs the local clusters: run `just test`"]
+async fn of_two_crms_both_serve_grpc_one_reconciles_and_the_other_takes_over() -> anyhow::Result<()>
+{
+    install_all_crds().await?;
+    let context = spoke_contexts().remove(0);
+    let client = client_for(&context).await?;
+    let ns = TestNamespace::create(&client, "crm-leader").await?;
+    let env = [
+        ("OPRC_CRM_LEADER_ELECTION", "true"),
+        ("OPRC_CRM_LEASE_DURATION_SECS", "4"),
+    ];
+    let mut leader = Crm::start(&context, &ns.name, &env).await?;
+    let standby = Crm::start(&context, &ns.name, &env).await?;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &ns.name);
+    let holder = || async {
+        let lease = leases.get("oaas-crm").await?;
+        Ok::<_, anyhow::Error>(
+            lease
+                .spec
+                .and_then(|s| s.holder_identity)
+                .unwrap_or_default(),
+        )
+    };
+    assert!(
+        holder()
+            .await?
+            .ends_with(&format!("-{}", leader.process.pid()))
+    );
+
+    // The standby takes the Deploy call; the leader renders it.
+    let mut grpc = DeploymentServiceClient::connect(standby.endpoint.clone()).await?;
+    grpc.deploy(deploy_request(mk_unit("leader.shop-record"), "corr-leader"))
+        .await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    wait_for(
+        "the leader to render the class",
+        Duration::from_secs(30),
+        || async { Ok(deployments.get_opt("shop-record-echo").await?.map(drop)) },
+    )
+    .await?;
+    let metrics = http_get(standby.port, "/metrics").await?;
+    assert!(
+        metrics.contains("oaas_crm_reconciles_total 0"),
+        "the standby reconciled: {metrics}"
+    );
+
+    // The leader dies; the standby takes the lease and reconciles the next change.
+    leader.process.kill();
+    wait_for(
+        "the standby to hold the lease",
+        Duration::from_secs(20),
+        || async {
+            Ok(holder()
+                .await?
+                .ends_with(&format!("-{}", standby.process.pid()))
+                .then_some(()))
+        },
+    )
+    .await?;
+    let mut unit = mk_unit("leader.shop-record");
+    unit.functions[0]
+        .provision_config
+        .as_mut()
+        .unwrap()
+        .container_image = "img/echo:2".into();
+    grpc.deploy(deploy_request(unit, "corr-leader-2")).await?;
+    wait_for(
+        "echo rolled to img/echo:2 by the new leader",
+        Duration::from_secs(30),
+        || async {
+            Ok(
+                (image_of(&deployments.get("shop-record-echo").await?) == "img/echo:2")
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    ns.delete().await?;
+    drop(standby);
+    Ok(())
+}

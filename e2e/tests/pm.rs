@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use oaas_crds::cluster::ClusterHealth;
 use oaas_crds::{ClassRuntime, OClassDeployment};
@@ -272,5 +273,107 @@ async fn a_selector_chosen_cluster_that_stays_unreachable_is_replaced() -> anyho
     for (spoke_ns, _crm) in crms {
         spoke_ns.delete().await?;
     }
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the local clusters: run `just test`"]
+async fn of_two_pms_one_leads_and_the_other_takes_over_when_it_dies() -> anyhow::Result<()> {
+    let lease_env = |ns: &str| {
+        vec![
+            ("OAAS_PM_LEADER_ELECTION", "true".to_string()),
+            ("OAAS_PM_LEASE_NAMESPACE", ns.to_string()),
+            ("OAAS_PM_LEASE_DURATION_SECS", "4".to_string()),
+        ]
+    };
+    // The fleet's PM starts first and takes the lease; a second one stands by.
+    let hub_client = client_for(&hub_context()).await?;
+    let lease_ns = TestNamespace::create(&hub_client, "leader-lease").await?;
+    let env = lease_env(&lease_ns.name);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut fleet = Fleet::start("leader", &env, &[]).await?;
+    let (hub, ns) = (fleet.hub.clone(), fleet.ns.name.clone());
+    let selector = format!("{}={ns}", oaas_e2e::E2E_CLUSTER_LABEL);
+    let standby = Pm::start_with(&hub, &ns, &selector, &env).await?;
+    let leases: Api<Lease> = Api::namespaced(hub_client.clone(), &lease_ns.name);
+    let holder = || async {
+        let lease = leases.get("oaas-pm").await?;
+        Ok::<_, anyhow::Error>(
+            lease
+                .spec
+                .and_then(|s| s.holder_identity)
+                .unwrap_or_default(),
+        )
+    };
+    let first = fleet.pm.process.pid();
+    assert!(
+        holder().await?.ends_with(&format!("-{first}")),
+        "{}",
+        holder().await?
+    );
+    assert_eq!(
+        oaas_e2e::http_status(standby.port, "/readyz").await?,
+        503,
+        "a standby is not ready"
+    );
+
+    let (package, deployment) = samples(&fleet.cluster_names())?;
+    kubectl_with_input(&hub, &["apply", "-n", &ns, "-f", "-"], &package)?;
+    kubectl_with_input(&hub, &["apply", "-n", &ns, "-f", "-"], &deployment)?;
+    wait_available(&hub, &ns, "record")?;
+    let metrics = oaas_e2e::http_get(standby.port, "/metrics").await?;
+    assert!(
+        !metrics.contains("oaas_pm_reconciles_total{"),
+        "the standby reconciled nothing while the leader lived: {metrics}"
+    );
+
+    // The leader dies without a word; the standby takes over once the lease runs out.
+    fleet.pm.process.kill();
+    let killed = std::time::Instant::now();
+    let second = standby.process.pid();
+    wait_for(
+        "the standby to hold the lease",
+        Duration::from_secs(20),
+        || async {
+            Ok(holder()
+                .await?
+                .ends_with(&format!("-{second}"))
+                .then_some(()))
+        },
+    )
+    .await?;
+    println!("takeover after {:?} (lease duration 4 s)", killed.elapsed());
+    assert_eq!(oaas_e2e::http_status(standby.port, "/readyz").await?, 200);
+
+    // It reconciles: a new image in the package reaches both spokes.
+    let updated = package.replace("functions/echo:1.0.0", "functions/echo:1.1.0");
+    kubectl_with_input(&hub, &["apply", "-n", &ns, "-f", "-"], &updated)?;
+    for spoke in &fleet.spokes {
+        let deployments: Api<Deployment> = Api::namespaced(spoke.client.clone(), &spoke.ns.name);
+        wait_for(
+            &format!("echo 1.1.0 in {}", spoke.context),
+            Duration::from_secs(60),
+            || async {
+                let d = deployments.get("example-record-echo").await?;
+                Ok((image_of(&d) == "ghcr.io/oaas-io/functions/echo:1.1.0").then_some(()))
+            },
+        )
+        .await?;
+    }
+    wait_available(&hub, &ns, "record")?;
+    kubectl(
+        &hub,
+        &[
+            "delete",
+            "-n",
+            &ns,
+            "classdeployment/record",
+            "--timeout=60s",
+        ],
+    )?;
+    // The standby, now leading, runs the finalizers while everything goes.
+    fleet.delete().await?;
+    lease_ns.delete().await?;
+    drop(standby);
     Ok(())
 }

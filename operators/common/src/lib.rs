@@ -2,6 +2,8 @@
 //! answer /metrics, and learn that they should stop.
 #![forbid(unsafe_code)]
 
+pub mod leader;
+
 use anyhow::Context as _;
 use axum::http::header;
 use axum::response::IntoResponse;

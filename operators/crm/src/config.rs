@@ -29,6 +29,9 @@ pub struct Config {
     pub json_logs: bool,
     /// The NFR analyzer's settings, when `OPRC_CRM_FEATURES_PROMETHEUS` is on.
     pub nfr: Option<crate::nfr::Settings>,
+    /// Lead through a Lease in the namespace so that several replicas can run: all serve
+    /// gRPC, only the leader reconciles and analyzes (`OPRC_CRM_LEADER_ELECTION`).
+    pub leader: Option<oaas_operator_common::leader::Settings>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,7 +104,7 @@ impl Config {
                 .get("OPRC_CRM_BIND_ADDRESS")
                 .unwrap_or("0.0.0.0")
                 .to_string(),
-            namespace,
+            namespace: namespace.clone(),
             cluster_name: env
                 .get("OPRC_CRM_CLUSTER_NAME")
                 .unwrap_or("default")
@@ -120,6 +123,25 @@ impl Config {
                 env.number("OPRC_CRM_PROGRESS_REQUEUE_SECS", 10)?,
             ),
             json_logs: env.flag("OPRC_CRM_LOG_JSON", false)?,
+            leader: if env.flag("OPRC_CRM_LEADER_ELECTION", false)? {
+                let duration: u64 = env.number("OPRC_CRM_LEASE_DURATION_SECS", 15)?;
+                if duration < 3 {
+                    let value = duration.to_string();
+                    return Err(env.error(
+                        "OPRC_CRM_LEASE_DURATION_SECS",
+                        &value,
+                        "must be at least 3",
+                    ));
+                }
+                Some(oaas_operator_common::leader::Settings {
+                    namespace: namespace.clone(),
+                    name: env.get("OPRC_CRM_LEASE_NAME").unwrap_or("oaas-crm").into(),
+                    identity: oaas_operator_common::leader::default_identity(),
+                    duration: Duration::from_secs(duration),
+                })
+            } else {
+                None
+            },
             nfr: if features.prometheus {
                 Some(nfr_settings(&env, features.nfr_enforcement)?)
             } else {

@@ -57,11 +57,10 @@ async fn main() -> anyhow::Result<()> {
             ready_flag.store(true, Ordering::SeqCst);
         }
     });
-    tokio::spawn(controller::run(
-        client.clone(),
-        config.clone(),
-        metrics.clone(),
-    ));
+    let controllers = oaas_operator_common::leader::lead(client.clone(), config.leader.clone(), {
+        let (client, config, metrics) = (client.clone(), config.clone(), metrics.clone());
+        move || controller::run(client, config, metrics)
+    });
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -109,12 +108,18 @@ async fn main() -> anyhow::Result<()> {
     tokio::pin!(server);
     tokio::select! {
         served = &mut server => served.context("serving gRPC/HTTP")?,
+        led = controllers => {
+            led?;
+        }
         () = oaas_operator_common::shutdown_signal() => {
             // Stop accepting; give in-flight calls a moment, but do not wait for clients that
             // hold connections or status watches open: they reconnect to another replica.
             let _ = stop.send(());
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, server).await;
         }
+    }
+    if let Some(settings) = &config.leader {
+        oaas_operator_common::leader::Elector::release(client, settings).await;
     }
     Ok(())
 }

@@ -19,6 +19,8 @@ pub struct Config {
     /// Only OClusters with these labels, e.g. `fleet=eu` (default: all).
     pub cluster_selector: Option<String>,
     pub rest: crate::rest::Settings,
+    /// Lead through a Lease so that several replicas can run (`OAAS_PM_LEADER_ELECTION`).
+    pub leader: Option<oaas_operator_common::leader::Settings>,
 }
 
 /// One spoke as the environment describes it.
@@ -106,8 +108,34 @@ impl Config {
             watch_namespace: env.get("OAAS_PM_WATCH_NAMESPACE").map(String::from),
             cluster_selector: env.get("OAAS_PM_CLUSTER_SELECTOR").map(String::from),
             rest: rest_settings(&env)?,
+            leader: leader_settings(&env)?,
         })
     }
+}
+
+fn leader_settings(
+    env: &Env,
+) -> Result<Option<oaas_operator_common::leader::Settings>, ConfigError> {
+    if !env.flag("OAAS_PM_LEADER_ELECTION", false)? {
+        return Ok(None);
+    }
+    let duration: u64 = env.number("OAAS_PM_LEASE_DURATION_SECS", 15)?;
+    if duration < 3 {
+        return Err(error(
+            "OAAS_PM_LEASE_DURATION_SECS",
+            "must be at least 3 seconds",
+        ));
+    }
+    let namespace = env
+        .get("OAAS_PM_LEASE_NAMESPACE")
+        .or(env.get("OAAS_PM_NAMESPACE"))
+        .unwrap_or("oaas-system");
+    Ok(Some(oaas_operator_common::leader::Settings {
+        namespace: namespace.into(),
+        name: env.get("OAAS_PM_LEASE_NAME").unwrap_or("oaas-pm").into(),
+        identity: oaas_operator_common::leader::default_identity(),
+        duration: std::time::Duration::from_secs(duration),
+    }))
 }
 
 fn rest_settings(env: &Env) -> Result<crate::rest::Settings, ConfigError> {
@@ -381,6 +409,32 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn leader_election_is_off_unless_asked_and_its_lease_is_configurable() {
+        assert_eq!(parse(&[]).unwrap().leader, None);
+        let on = parse(&[
+            ("OAAS_PM_LEADER_ELECTION", "true"),
+            ("OAAS_PM_NAMESPACE", "ops"),
+        ])
+        .unwrap();
+        let lease = on.leader.unwrap();
+        assert_eq!(
+            (lease.namespace.as_str(), lease.name.as_str()),
+            ("ops", "oaas-pm")
+        );
+        assert_eq!(lease.duration, std::time::Duration::from_secs(15));
+        let err = parse(&[
+            ("OAAS_PM_LEADER_ELECTION", "true"),
+            ("OAAS_PM_LEASE_DURATION_SECS", "1"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "OAAS_PM_LEASE_DURATION_SECS");
+        let err = parse(&[("OAAS_PM_REST_AUTH", "basic")]).unwrap_err();
+        assert_eq!(err.variable, "OAAS_PM_REST_AUTH");
+        let err = parse(&[("OAAS_PM_REST_NAMESPACE", "Not_Valid")]).unwrap_err();
+        assert_eq!(err.variable, "OAAS_PM_REST_NAMESPACE");
     }
 
     fn names(config: &Config) -> Vec<&str> {

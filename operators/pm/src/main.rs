@@ -27,6 +27,8 @@ use kube::runtime::watcher;
 use oaas_crds::{OClassDeployment, OCluster, OPackage};
 use tracing::info;
 
+use oaas_operator_common::leader;
+
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::scope::Scope;
@@ -63,49 +65,55 @@ async fn main() -> anyhow::Result<()> {
     let clusters = triggers::cache(Api::<OCluster>::all(client.clone()), scope.clusters());
     let (registry, changed) = registry::Registry::new();
 
-    let cluster_ctx = cluster_controller::Context {
-        client: client.clone(),
-        scope: scope.clone(),
-        registry: registry.clone(),
-        metrics: metrics.clone(),
-    };
-    tokio::spawn(cluster_controller::run(Arc::new(cluster_ctx)));
-    let (deployment_store, deployment_changes) = triggers::spec_changes(
+    // The class deployment cache serves REST on every replica; only the leader's
+    // controllers use the change stream.
+    let deployment_store = triggers::cache(
         scope.api::<OClassDeployment>(&client),
         watcher::Config::default(),
     );
-    let package_ctx = package_controller::Context {
-        client: client.clone(),
-        scope: scope.clone(),
-        packages: packages.clone(),
-        deployments: deployment_store.clone(),
-        metrics: metrics.clone(),
-    };
-    tokio::spawn(package_controller::run(
-        Arc::new(package_ctx),
-        deployment_changes,
-    ));
     let rest = rest::Rest::new(
         client.clone(),
         packages.clone(),
-        deployment_store,
+        deployment_store.clone(),
         clusters.clone(),
         registry.clone(),
         metrics.clone(),
         config.rest.clone(),
     );
-    let deployment_ctx = deployment_controller::Context::new(
-        client.clone(),
-        scope,
-        registry,
-        packages,
-        clusters,
-        metrics.clone(),
-    );
-    let deployments = tokio::spawn(deployment_controller::run(
-        Arc::new(deployment_ctx),
-        changed,
-    ));
+    rest.set_standby(config.leader.is_some());
+
+    let controllers = leader::lead(client.clone(), config.leader.clone(), {
+        let (client, rest) = (client.clone(), rest.clone());
+        move || {
+            rest.set_standby(false);
+            let cluster_ctx = cluster_controller::Context {
+                client: client.clone(),
+                scope: scope.clone(),
+                registry: registry.clone(),
+                metrics: metrics.clone(),
+            };
+            tokio::spawn(cluster_controller::run(Arc::new(cluster_ctx)));
+            let package_ctx = package_controller::Context {
+                client: client.clone(),
+                scope: scope.clone(),
+                packages: packages.clone(),
+                deployments: deployment_store,
+                metrics: metrics.clone(),
+            };
+            let deployment_changes = triggers::generation_changes(
+                scope.api::<OClassDeployment>(&client),
+                watcher::Config::default(),
+            );
+            tokio::spawn(package_controller::run(
+                Arc::new(package_ctx),
+                deployment_changes,
+            ));
+            let deployment_ctx = deployment_controller::Context::new(
+                client, scope, registry, packages, clusters, metrics,
+            );
+            deployment_controller::run(Arc::new(deployment_ctx), changed)
+        }
+    });
 
     let app = rest::router(rest);
     let address = format!("{}:{}", config.server_host, config.server_port);
@@ -117,7 +125,13 @@ async fn main() -> anyhow::Result<()> {
         served = axum::serve(listener, app).with_graceful_shutdown(oaas_operator_common::shutdown_signal()) => {
             served.context("serving HTTP")?
         }
-        _ = deployments => info!("controllers stopped"),
+        result = controllers => {
+            result?;
+            info!("controllers stopped");
+        }
+    }
+    if let Some(settings) = &config.leader {
+        leader::Elector::release(client, settings).await;
     }
     Ok(())
 }

@@ -48,6 +48,9 @@ pub struct Rest {
     pub settings: Settings,
     authenticator: Authenticator,
     ready: AtomicBool,
+    /// Waiting for the leader lease: REST answers, but a Service should send clients to
+    /// the leader, whose spokes are connected.
+    standby: AtomicBool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +85,7 @@ impl Rest {
             settings,
             authenticator: Authenticator::default(),
             ready: AtomicBool::new(false),
+            standby: AtomicBool::new(false),
         });
         let waiting = rest.clone();
         tokio::spawn(async move {
@@ -97,6 +101,10 @@ impl Rest {
 
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::Release);
     }
 
     /// The namespace a request works in; one the PM does not watch is a client error.
@@ -253,10 +261,15 @@ async fn health(State(rest): State<Arc<Rest>>) -> ApiResult<Json<Health>> {
 }
 
 async fn readyz(State(rest): State<Arc<Rest>>) -> impl IntoResponse {
-    if rest.is_ready() {
-        (StatusCode::OK, "ok")
-    } else {
+    if !rest.is_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+    } else if rest.standby.load(Ordering::Acquire) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "standby: another replica holds the leader lease",
+        )
+    } else {
+        (StatusCode::OK, "ok")
     }
 }
 
