@@ -24,7 +24,8 @@ cargo build --workspace --bins
 # --include-ignored runs the cluster tests too; plain `cargo test` skips them.
 results="$(mktemp)"
 status=0
-cargo test --workspace --all-targets -- --include-ignored 2>&1 | tee "$results" || status=$?
+# --no-fail-fast: one failing test binary must not hide the results of the others.
+cargo test --workspace --all-targets --no-fail-fast -- --include-ignored 2>&1 | tee "$results" || status=$?
 read -r passed failed < <(awk '/^test result:/ {
   for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
 } END { print p + 0, f + 0 }' "$results")

@@ -45,17 +45,20 @@ fn names(answer: &Answer, field: &str) -> Vec<String> {
 }
 
 async fn wait_status(rest: &RestClient, key: &str, condition: &str) -> anyhow::Result<Value> {
-    wait_for(
+    let last = std::sync::Mutex::new(Value::Null);
+    let reached = wait_for(
         &format!("{key} {condition}"),
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         || async {
             let answer = rest
                 .get(&format!("/api/v1/deployment-status/{key}"))
                 .await?;
+            *last.lock().unwrap() = answer.body.clone();
             Ok((answer.body["status"] == condition).then_some(answer.body))
         },
     )
-    .await
+    .await;
+    reached.map_err(|e| anyhow::anyhow!("{e}; last status: {:#}", last.lock().unwrap()))
 }
 
 #[tokio::test]
@@ -755,4 +758,112 @@ async fn converted_package_files_apply_with_kubectl() -> anyhow::Result<()> {
         "{stderr}"
     );
     ns.delete().await
+}
+
+#[tokio::test]
+#[ignore = "needs the local clusters: run `just test`"]
+async fn fifty_concurrent_writers_lose_no_update() -> anyhow::Result<()> {
+    install_all_crds().await?;
+    let hub = hub_context();
+    let ns = TestNamespace::create(&client_for(&hub).await?, "rest-writers").await?;
+    let pm = Pm::start_with(&hub, &ns.name, "e2e.oaas.io/none=none", &[]).await?;
+    let rest = RestClient::new(pm.port);
+    expect(
+        &rest
+            .post("/api/v1/packages", &json!({"name": "shared"}))
+            .await?,
+        StatusCode::CREATED,
+    );
+    // Once the PM's package controller is done with it, only the writers change it.
+    kubectl(
+        &hub,
+        &[
+            "wait",
+            "-n",
+            &ns.name,
+            "--for=condition=Ready",
+            "opackage/shared",
+            "--timeout=30s",
+        ],
+    )?;
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{}/api/v1/packages/shared", pm.port);
+
+    // All fifty read the same version and write it back: one wins, the others are told.
+    let version = rest.get("/api/v1/packages/shared").await?.headers["etag"]
+        .to_str()?
+        .to_string();
+    let writes = (0..50).map(|i| {
+        let (http, url, version) = (http.clone(), url.clone(), version.clone());
+        async move {
+            let body = json!({"name": "shared", "metadata": {"tags": [format!("w{i}")]}});
+            let response = http
+                .put(&url)
+                .header("if-match", version)
+                .json(&body)
+                .send()
+                .await?;
+            Ok::<_, anyhow::Error>(response.status())
+        }
+    });
+    let statuses = futures::future::try_join_all(writes).await?;
+    let won = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let conflicts = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((won, conflicts), (1, 49), "{statuses:?}");
+
+    // Each adds a function with read-modify-write, retrying on 409: every one lands.
+    let writers = (0..50).map(|i| {
+        let (http, url, rest) = (http.clone(), url.clone(), rest.clone());
+        async move {
+            for _ in 0..200 {
+                let current = rest.get("/api/v1/packages/shared").await?;
+                let version = current.headers["etag"].to_str()?.to_string();
+                let mut doc = current.body.clone();
+                doc["functions"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"key": format!("f{i}"), "function_type": "BUILTIN"}));
+                let response = http
+                    .put(&url)
+                    .header("if-match", version)
+                    .json(&doc)
+                    .send()
+                    .await?;
+                match response.status() {
+                    StatusCode::OK => return Ok(()),
+                    StatusCode::CONFLICT => continue,
+                    other => anyhow::bail!("writer {i}: {other}"),
+                }
+            }
+            anyhow::bail!("writer {i} never got its turn")
+        }
+    });
+    futures::future::try_join_all(writers).await?;
+    let keys = kubectl(
+        &hub,
+        &[
+            "get",
+            "opackage",
+            "shared",
+            "-n",
+            &ns.name,
+            "-o",
+            "jsonpath={.spec.functions[*].key}",
+        ],
+    )?;
+    let functions: Vec<&str> = keys.split_whitespace().collect();
+    for i in 0..50 {
+        let key = format!("f{i}");
+        assert!(
+            functions.contains(&key.as_str()),
+            "{key} was lost: {functions:?}"
+        );
+    }
+    assert_eq!(functions.len(), 50, "each added once: {functions:?}");
+    ns.delete().await?;
+    drop(pm);
+    Ok(())
 }
