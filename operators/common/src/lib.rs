@@ -61,3 +61,26 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+/// Records an event on `object`, with the reason as its action too; a failure to record is
+/// logged, never fatal (events are for people, not for the reconcile).
+pub async fn publish_event<K>(
+    recorder: &kube::runtime::events::Recorder,
+    object: &K,
+    type_: kube::runtime::events::EventType,
+    reason: &str,
+    note: String,
+) where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let event = kube::runtime::events::Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not publish event");
+    }
+}

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -24,6 +24,8 @@ use oaas_crds::conditions;
 use serde_json::json;
 use tokio::sync::Mutex;
 use tracing::{info, instrument, warn};
+
+use oaas_operator_common::publish_event;
 
 use crate::applied::{self, AppliedCache, ChildKey};
 use crate::config::Config;
@@ -112,26 +114,6 @@ impl Context {
             knative_installed,
             enforced,
         }
-    }
-}
-
-/// Records an event on the runtime; a failure to record is logged, never fatal.
-pub async fn publish(
-    recorder: &Recorder,
-    runtime: &ClassRuntime,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&event, &runtime.object_ref(&())).await {
-        warn!(error = %e, "could not publish event");
     }
 }
 
@@ -330,10 +312,10 @@ async fn apply(runtime: &ClassRuntime, ctx: &Context) -> Result<Action, Error> {
             rendered.children.len(),
             rendered.template.as_str()
         );
-        publish(&ctx.recorder, runtime, EventType::Normal, "Applied", note).await;
+        publish_event(&ctx.recorder, runtime, EventType::Normal, "Applied", note).await;
     }
     if outcome.phase == Phase::Degraded && status.phase != Some(Phase::Degraded) {
-        publish(
+        publish_event(
             &ctx.recorder,
             runtime,
             EventType::Warning,
@@ -697,7 +679,7 @@ async fn cleanup(runtime: &ClassRuntime, ctx: &Context) -> Result<Action, Error>
     if remaining > 0 {
         return Err(Error::ChildrenRemain(name));
     }
-    publish(
+    publish_event(
         &ctx.recorder,
         runtime,
         EventType::Normal,

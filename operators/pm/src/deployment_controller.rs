@@ -12,11 +12,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use oaas_crds::class_deployment::{ClusterDeploymentStatus, OClassDeploymentStatus, ReplicaPlan};
 use oaas_crds::class_runtime::ClassRuntimeSpec;
 use oaas_crds::cluster::ClusterHealth;
@@ -27,6 +27,7 @@ use oaas_crds::convert::{
 };
 use oaas_crds::validation::fnv1a;
 use oaas_crds::{OClassDeployment, OCluster, OPackage};
+use oaas_operator_common::publish_event;
 use oaas_proto::deployment as pb;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -79,19 +80,6 @@ impl Context {
             metrics,
             recorder,
             sent: Mutex::default(),
-        }
-    }
-
-    async fn publish(&self, cd: &OClassDeployment, type_: EventType, reason: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: reason.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &cd.object_ref(&())).await {
-            warn!(error = %e, "could not publish event");
         }
     }
 }
@@ -233,7 +221,7 @@ async fn apply(cd: &OClassDeployment, ctx: &Context) -> Result<Action, Error> {
     let plan = plan(cd, ctx, &previous, resolved.consistency);
     if previous.plan.as_ref().map(|p| &p.clusters) != Some(&plan.clusters) {
         let note = format!("clusters {:?}: {}", plan.clusters, plan.reason);
-        ctx.publish(cd, EventType::Normal, "Planned", note).await;
+        publish_event(&ctx.recorder, cd, EventType::Normal, "Planned", note).await;
     }
 
     let id = deployment_id(cd);
@@ -304,8 +292,7 @@ async fn apply(cd: &OClassDeployment, ctx: &Context) -> Result<Action, Error> {
             .find(|d| d.type_ == DEGRADED)
             .map(|d| d.message.clone())
             .unwrap_or_default();
-        ctx.publish(cd, EventType::Warning, "Degraded", message)
-            .await;
+        publish_event(&ctx.recorder, cd, EventType::Warning, "Degraded", message).await;
     }
     write_status(ctx, cd, &previous, status, &desired).await?;
     Ok(Action::requeue(if phase == Phase::Available {

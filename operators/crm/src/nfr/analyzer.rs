@@ -270,7 +270,7 @@ impl Analyzer {
                 } else {
                     "replicas"
                 };
-                crate::controller::publish(
+                oaas_operator_common::publish_event(
                     &self.recorder,
                     runtime,
                     EventType::Normal,
