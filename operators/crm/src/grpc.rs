@@ -424,6 +424,11 @@ async fn stream_changes(
     use pb::deployment_status_event::Kind;
     let wanted = |id: &str| ids.is_empty() || ids.iter().any(|i| i == id);
     let mut changes = runtimes.changes.subscribe();
+    // A CRM that just started serves before its cache is filled: a snapshot taken then
+    // would be empty, and the hub would forget runtimes that do not change again.
+    if runtimes.store.wait_until_ready().await.is_err() {
+        return;
+    }
     loop {
         for runtime in runtimes.store.state() {
             if wanted(&runtime.spec.deployment_id)
