@@ -305,12 +305,22 @@ async fn enforce_mode_raises_hpa_min_replicas_safely_and_observe_mode_changes_no
         settled.reason
     );
 
-    let status = setup.status(&busy).await?;
+    // The controller applies the HPA first and records it in status right after.
+    let status = wait_for(
+        "status to record the last change",
+        Duration::from_secs(10),
+        || async {
+            let status = setup.status(&busy).await?;
+            let recorded = status
+                .last_applied_recommendations
+                .first()
+                .map(|a| a.replicas);
+            Ok((recorded == Some(5)).then_some(status))
+        },
+    )
+    .await?;
     let applied = &status.last_applied_recommendations[0];
-    assert_eq!(
-        (applied.replicas, applied.target_kind.as_str()),
-        (5, "HorizontalPodAutoscaler")
-    );
+    assert_eq!(applied.target_kind, "HorizontalPodAutoscaler");
     let (observed, reason, _) = nfr_condition(&status).expect("NfrObserved");
     assert_eq!((observed.as_str(), reason.as_str()), ("True", "Analyzed"));
     // Events of the same reason form a series: the first change's note stays.
