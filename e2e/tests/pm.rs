@@ -67,24 +67,7 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
     // A new image in the package rolls both spokes.
     let updated = package.replace("functions/echo:1.0.0", "functions/echo:1.1.0");
     kubectl_with_input(&hub, &["apply", "-n", &ns, "-f", "-"], &updated)?;
-    for FleetSpoke {
-        context,
-        client,
-        ns: spoke_ns,
-        ..
-    } in &fleet.spokes
-    {
-        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &spoke_ns.name);
-        wait_for(
-            &format!("echo 1.1.0 in {context}"),
-            Duration::from_secs(30),
-            || async {
-                let d = deployments.get("example-record-echo").await?;
-                Ok((image_of(&d) == "ghcr.io/oaas-io/functions/echo:1.1.0").then_some(()))
-            },
-        )
-        .await?;
-    }
+    wait_echo_rolled_out(&fleet, Duration::from_secs(30)).await?;
     wait_available(&hub, &ns, "record")?;
 
     // Losing spoke-b's CRM: its OCluster turns Unreachable and the deployment Degraded.
@@ -162,6 +145,23 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
     }
 
     fleet.delete().await
+}
+
+/// Waits until the sample's echo function runs image 1.1.0 in every spoke.
+async fn wait_echo_rolled_out(fleet: &Fleet, within: Duration) -> anyhow::Result<()> {
+    for spoke in &fleet.spokes {
+        let deployments: Api<Deployment> = Api::namespaced(spoke.client.clone(), &spoke.ns.name);
+        wait_for(
+            &format!("echo 1.1.0 in {}", spoke.context),
+            within,
+            || async {
+                let d = deployments.get("example-record-echo").await?;
+                Ok((image_of(&d) == "ghcr.io/oaas-io/functions/echo:1.1.0").then_some(()))
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 fn wait_available(hub: &str, namespace: &str, deployment: &str) -> anyhow::Result<()> {
@@ -348,18 +348,7 @@ async fn of_two_pms_one_leads_and_the_other_takes_over_when_it_dies() -> anyhow:
     // It reconciles: a new image in the package reaches both spokes.
     let updated = package.replace("functions/echo:1.0.0", "functions/echo:1.1.0");
     kubectl_with_input(&hub, &["apply", "-n", &ns, "-f", "-"], &updated)?;
-    for spoke in &fleet.spokes {
-        let deployments: Api<Deployment> = Api::namespaced(spoke.client.clone(), &spoke.ns.name);
-        wait_for(
-            &format!("echo 1.1.0 in {}", spoke.context),
-            Duration::from_secs(60),
-            || async {
-                let d = deployments.get("example-record-echo").await?;
-                Ok((image_of(&d) == "ghcr.io/oaas-io/functions/echo:1.1.0").then_some(()))
-            },
-        )
-        .await?;
-    }
+    wait_echo_rolled_out(&fleet, Duration::from_secs(60)).await?;
     wait_available(&hub, &ns, "record")?;
     kubectl(
         &hub,

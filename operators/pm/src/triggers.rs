@@ -8,6 +8,29 @@ use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
 use oaas_crds::OCluster;
 
+/// What a watch can follow and a cache can hold.
+pub trait Watched:
+    Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + serde::de::DeserializeOwned
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + serde::de::DeserializeOwned
+        + 'static
+{
+}
+
 /// A cache of what `api` sees (managed fields dropped: nothing reads them) and the stream of
 /// applied objects that keeps it current; the stream must be polled.
 fn reflected<K>(
@@ -18,13 +41,7 @@ fn reflected<K>(
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + serde::de::DeserializeOwned
-        + 'static,
+    K: Watched,
 {
     let (reader, writer) = reflector::store();
     let stream = watcher(api, config)
@@ -38,13 +55,7 @@ where
 /// A cache kept current in the background.
 pub fn cache<K>(api: Api<K>, config: watcher::Config) -> Store<K>
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + serde::de::DeserializeOwned
-        + 'static,
+    K: Watched,
 {
     let (reader, stream) = reflected(api, config);
     tokio::spawn(stream.for_each(|_| futures::future::ready(())));
@@ -59,13 +70,7 @@ pub fn spec_changes<K>(
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + serde::de::DeserializeOwned
-        + 'static,
+    K: Watched,
 {
     let (reader, stream) = reflected(api, config);
     let changes = stream.predicate_filter(
@@ -105,13 +110,7 @@ pub fn generation_changes<K>(
     config: watcher::Config,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + serde::de::DeserializeOwned
-        + 'static,
+    K: Watched,
 {
     watcher(api, config)
         .default_backoff()
