@@ -8,6 +8,8 @@
 #   cluster.sh status   show each component and whether it answers
 #   cluster.sh running  exit 0 when every component is running
 #   cluster.sh assert-down   fail if any process of ours is still running
+#   cluster.sh stop CLUSTER COMPONENT    stop one component (e.g. spoke-b kube-apiserver)
+#   cluster.sh start CLUSTER COMPONENT   start it again with the same flags and state
 #
 # OAAS_CLUSTERS (default "hub spoke-a spoke-b") and OAAS_PORT_BASE (default 30000) let a
 # test run an isolated set next to a developer's clusters, with its own OAAS_STATE.
@@ -131,63 +133,105 @@ component_kubeconfig() { # a kubeconfig with only this cluster, for its componen
   echo "$file"
 }
 
+# start_component NAME COMPONENT: starts one component of a cluster with its flags.
+start_component() {
+  local name=$1 comp=$2 idx; idx="$(cluster_index "$name")"
+  local dir="$OAAS_STATE/$name" kc="$OAAS_STATE/$name/kubeconfig"
+  local api="https://127.0.0.1:$(port "$idx" apiserver)"
+  local auth=(--kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc"
+    --bind-address 127.0.0.1 --leader-elect=false)
+  case $comp in
+    # Fsync is off: this etcd holds throwaway test state and fsync dominates on slow disks.
+    etcd) start "$name" etcd "$ETCD_BIN/etcd" --name "$name" --data-dir "$dir/etcd" \
+      --listen-client-urls "http://127.0.0.1:$(port "$idx" etcd)" \
+      --advertise-client-urls "http://127.0.0.1:$(port "$idx" etcd)" \
+      --listen-peer-urls "http://127.0.0.1:$(port "$idx" etcd-peer)" \
+      --initial-advertise-peer-urls "http://127.0.0.1:$(port "$idx" etcd-peer)" \
+      --initial-cluster "$name=http://127.0.0.1:$(port "$idx" etcd-peer)" \
+      --unsafe-no-fsync --log-level warn ;;
+    # --endpoint-reconciler-type=none: the `kubernetes` Service cannot point at a loopback IP.
+    kube-apiserver) start "$name" kube-apiserver "$K8S_BIN/kube-apiserver" \
+      --etcd-servers "http://127.0.0.1:$(port "$idx" etcd)" \
+      --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$(port "$idx" apiserver)" \
+      --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+      --client-ca-file "$PKI/ca.crt" \
+      --service-account-issuer "$api" --service-account-key-file "$PKI/sa.pub" \
+      --service-account-signing-key-file "$PKI/sa.key" \
+      --service-cluster-ip-range 10.96.0.0/16 --authorization-mode Node,RBAC \
+      --endpoint-reconciler-type none --allow-privileged ;;
+    # A long node grace period: under a heavy load kwok's heartbeats can come late, and the
+    # node lifecycle controller would then mark every Pod NotReady for good (kwok does not
+    # mark them back).
+    kube-controller-manager) start "$name" kube-controller-manager \
+      "$K8S_BIN/kube-controller-manager" "${auth[@]}" \
+      --secure-port "$(port "$idx" controller-manager)" \
+      --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
+      --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
+      --use-service-account-credentials=false \
+      --controllers '*,-node-ipam-controller,-cloud-node-lifecycle-controller' \
+      --node-monitor-grace-period 10m ;;
+    kube-scheduler) start "$name" kube-scheduler "$K8S_BIN/kube-scheduler" "${auth[@]}" \
+      --secure-port "$(port "$idx" scheduler)" ;;
+    kwok) start "$name" kwok "$KWOK_BIN/kwok" --kubeconfig "$kc" \
+      --manage-all-nodes=false \
+      --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+      --disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom \
+      --cidr=10.244.0.0/16 --node-ip=10.244.0.1 \
+      --server-address "127.0.0.1:$(port "$idx" kwok)" ;;
+    *) die "unknown component $comp (one of: ${COMPONENTS[*]})" ;;
+  esac
+}
+
+# wait_component NAME COMPONENT: waits until the component answers its health endpoint.
+wait_component() {
+  local name=$1 comp=$2 idx; idx="$(cluster_index "$name")"
+  local tls=(--cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key")
+  case $comp in
+    etcd) wait_ready "$name" etcd "http://127.0.0.1:$(port "$idx" etcd)/health" ;;
+    kube-apiserver) wait_ready "$name" kube-apiserver \
+      "https://127.0.0.1:$(port "$idx" apiserver)/readyz" "${tls[@]}" ;;
+    kube-controller-manager) wait_ready "$name" "$comp" \
+      "https://127.0.0.1:$(port "$idx" controller-manager)/healthz" -k ;;
+    kube-scheduler) wait_ready "$name" "$comp" "https://127.0.0.1:$(port "$idx" scheduler)/healthz" -k ;;
+    kwok) wait_ready "$name" kwok "http://127.0.0.1:$(port "$idx" kwok)/healthz" ;;
+  esac
+}
+
 up_cluster() {
-  local name=$1 idx; idx="$(cluster_index "$name")"
-  local dir="$OAAS_STATE/$name" kc
+  local name=$1 comp dir="$OAAS_STATE/$1"
   if [[ -f "$dir/pids/kwok.pid" ]] && kill -0 "$(cat "$dir/pids/kwok.pid")" 2>/dev/null; then
     log "cluster $name is already running"; return
   fi
   mkdir -p "$dir"
-  kc="$(component_kubeconfig "$name")"
-  local api="https://127.0.0.1:$(port "$idx" apiserver)"
-  local tls=(--cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key")
+  component_kubeconfig "$name" >/dev/null
+  for comp in etcd kube-apiserver; do
+    start_component "$name" "$comp"
+    wait_component "$name" "$comp"
+  done
+  for comp in kube-controller-manager kube-scheduler kwok; do start_component "$name" "$comp"; done
+  for comp in kube-controller-manager kube-scheduler kwok; do wait_component "$name" "$comp"; done
+  add_fake_nodes "$name" "$dir/kubeconfig"
+}
 
-  # Fsync is off: this etcd holds throwaway test state and fsync dominates on slow disks.
-  start "$name" etcd "$ETCD_BIN/etcd" --name "$name" --data-dir "$dir/etcd" \
-    --listen-client-urls "http://127.0.0.1:$(port "$idx" etcd)" \
-    --advertise-client-urls "http://127.0.0.1:$(port "$idx" etcd)" \
-    --listen-peer-urls "http://127.0.0.1:$(port "$idx" etcd-peer)" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$(port "$idx" etcd-peer)" \
-    --initial-cluster "$name=http://127.0.0.1:$(port "$idx" etcd-peer)" \
-    --unsafe-no-fsync --log-level warn
-  wait_ready "$name" etcd "http://127.0.0.1:$(port "$idx" etcd)/health"
+# A component of a running cluster, stopped or started on its own (fault tests stop a
+# spoke's API server, or restart the hub's): same flags, same state, same ports.
+cmd_stop() {
+  [[ $# -eq 2 ]] || die "usage: $0 stop CLUSTER COMPONENT"
+  cluster_index "$1" >/dev/null
+  stop_pidfile "$OAAS_STATE/$1/pids/$2.pid"
+  log "stopped $2 of cluster $1"
+}
 
-  # --endpoint-reconciler-type=none: the `kubernetes` Service cannot point at a loopback IP.
-  start "$name" kube-apiserver "$K8S_BIN/kube-apiserver" \
-    --etcd-servers "http://127.0.0.1:$(port "$idx" etcd)" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$(port "$idx" apiserver)" \
-    --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
-    --client-ca-file "$PKI/ca.crt" \
-    --service-account-issuer "$api" --service-account-key-file "$PKI/sa.pub" \
-    --service-account-signing-key-file "$PKI/sa.key" \
-    --service-cluster-ip-range 10.96.0.0/16 --authorization-mode Node,RBAC \
-    --endpoint-reconciler-type none --allow-privileged
-  wait_ready "$name" kube-apiserver "$api/readyz" "${tls[@]}"
-
-  local auth=(--kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc"
-    --bind-address 127.0.0.1 --leader-elect=false)
-  # A long node grace period: under a heavy load kwok's heartbeats can come late, and the
-  # node lifecycle controller would then mark every Pod NotReady for good (kwok does not
-  # mark them back).
-  start "$name" kube-controller-manager "$K8S_BIN/kube-controller-manager" "${auth[@]}" \
-    --secure-port "$(port "$idx" controller-manager)" \
-    --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
-    --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
-    --use-service-account-credentials=false \
-    --controllers '*,-node-ipam-controller,-cloud-node-lifecycle-controller' \
-    --node-monitor-grace-period 10m
-  start "$name" kube-scheduler "$K8S_BIN/kube-scheduler" "${auth[@]}" \
-    --secure-port "$(port "$idx" scheduler)"
-  start "$name" kwok "$KWOK_BIN/kwok" --kubeconfig "$kc" \
-    --manage-all-nodes=false \
-    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom \
-    --cidr=10.244.0.0/16 --node-ip=10.244.0.1 \
-    --server-address "127.0.0.1:$(port "$idx" kwok)"
-  wait_ready "$name" kube-controller-manager "https://127.0.0.1:$(port "$idx" controller-manager)/healthz" -k
-  wait_ready "$name" kube-scheduler "https://127.0.0.1:$(port "$idx" scheduler)/healthz" -k
-  wait_ready "$name" kwok "http://127.0.0.1:$(port "$idx" kwok)/healthz"
-  add_fake_nodes "$name" "$kc"
+cmd_start() {
+  [[ $# -eq 2 ]] || die "usage: $0 start CLUSTER COMPONENT"
+  local pidfile="$OAAS_STATE/$1/pids/$2.pid"
+  [[ -d "$OAAS_STATE/$1" ]] || die "cluster $1 is not up (run: $0 up)"
+  if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    log "$2 of cluster $1 is already running"; return
+  fi
+  start_component "$1" "$2"
+  wait_component "$1" "$2"
+  log "started $2 of cluster $1"
 }
 
 add_fake_nodes() {
@@ -310,10 +354,12 @@ cmd_running() {
 
 case "${1:-}" in
   up) cmd_up ;;
+  stop) shift; cmd_stop "$@" ;;
+  start) shift; cmd_start "$@" ;;
   running) cmd_running ;;
   down) cmd_down ;;
   status) cmd_status ;;
   assert-down) cmd_assert_down ;;
   kubeconfig) echo "$OAAS_KUBECONFIG" ;;
-  *) die "usage: $0 up|down|status|running|assert-down|kubeconfig" ;;
+  *) die "usage: $0 up|down|status|running|assert-down|kubeconfig|stop C COMP|start C COMP" ;;
 esac

@@ -5,6 +5,9 @@
 # Not exercised by this repository's CI (its machines have no Docker engine).
 #
 #   kind/create.sh [up|down]
+#   kind/create.sh stop|start CLUSTER COMPONENT   e.g. stop spoke-b kube-apiserver, for the
+#       fault tests (OAAS_E2E_CONTROL_PLANE=kind/create.sh): moves the static Pod's manifest
+#       out of the node's manifest directory, or back
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 KUBECONFIG_OUT="${KUBECONFIG_OUT:-$HOME/.kube/oaas-kind}"
@@ -22,5 +25,17 @@ case "${1:-up}" in
   down)
     for c in hub spoke-a spoke-b; do kind delete cluster --name "oaas-$c"; done
     ;;
-  *) echo "usage: $0 [up|down]" >&2; exit 1 ;;
+  stop | start)
+    [[ $# -eq 3 ]] || { echo "usage: $0 stop|start CLUSTER COMPONENT" >&2; exit 1; }
+    node="oaas-$2-control-plane" manifests=/etc/kubernetes/manifests
+    if [[ $1 == stop ]]; then
+      docker exec "$node" mv "$manifests/$3.yaml" "/etc/kubernetes/$3.yaml"
+      docker exec "$node" sh -c "while crictl ps --name '^$3\$' -q | grep -q .; do sleep 1; done"
+    else
+      docker exec "$node" mv "/etc/kubernetes/$3.yaml" "$manifests/$3.yaml"
+      until docker exec "$node" sh -c "crictl ps --name '^$3\$' -q | grep -q ."; do sleep 1; done
+      until kubectl --context "oaas-$2" get --raw /readyz >/dev/null 2>&1; do sleep 1; done
+    fi
+    ;;
+  *) echo "usage: $0 [up|down|stop C COMP|start C COMP]" >&2; exit 1 ;;
 esac

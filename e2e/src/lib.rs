@@ -73,6 +73,30 @@ pub fn kubectl_with_input(context: &str, args: &[&str], input: &str) -> anyhow::
     Ok(String::from_utf8(output.stdout)?)
 }
 
+/// Stops (`"stop"`) or starts (`"start"`) one component, such as `kube-apiserver`, of the
+/// cluster behind a kube context, for fault tests. The command is `hack/cluster.sh` for the
+/// local clusters, or the one in `OAAS_E2E_CONTROL_PLANE` (`kind/create.sh` on kind); it is
+/// called as `<command> stop|start CLUSTER COMPONENT`, CLUSTER being the context without
+/// its `oaas-` prefix.
+pub fn control_plane(action: &str, context: &str, component: &str) -> anyhow::Result<()> {
+    let command = std::env::var("OAAS_E2E_CONTROL_PLANE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| repo_path("hack/cluster.sh"));
+    let cluster = context.strip_prefix("oaas-").unwrap_or(context);
+    let output = std::process::Command::new("bash")
+        .arg(&command)
+        .args([action, cluster, component])
+        .output()
+        .with_context(|| format!("running {}", command.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{} {action} {cluster} {component}: {}",
+        command.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
 /// The image of a Deployment's first container.
 pub fn image_of(d: &k8s_openapi::api::apps::v1::Deployment) -> String {
     let pod = d.spec.as_ref().and_then(|s| s.template.spec.as_ref());

@@ -85,10 +85,7 @@ impl Process {
 
     /// SIGTERM, as Kubernetes stops a Pod; returns whether the process exited in `within`.
     pub fn terminate(&mut self, within: Duration) -> anyhow::Result<bool> {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()?;
+        self.signal("TERM")?;
         let deadline = std::time::Instant::now() + within;
         while std::time::Instant::now() < deadline {
             if self.child.try_wait()?.is_some() {
@@ -97,6 +94,31 @@ impl Process {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(false)
+    }
+
+    /// SIGSTOP: the process keeps its sockets but answers nothing until `resume`, so every
+    /// request to it waits (a server far slower than any deadline).
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("STOP")
+    }
+
+    /// SIGCONT: a paused process goes on, and answers what queued up meanwhile.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("CONT")
+    }
+
+    fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{name} {} failed", self.child.id());
+        Ok(())
+    }
+
+    /// Whether the process is still running (it has neither exited nor been killed).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn pid(&self) -> u32 {

@@ -140,6 +140,7 @@ fn deploy_request(
 ) -> tonic::Request<pb::DeployRequest> {
     let mut request = tonic::Request::new(pb::DeployRequest {
         deployment_unit: Some(unit),
+        expected_revision: None,
     });
     request
         .metadata_mut()
@@ -435,6 +436,7 @@ async fn bad_requests_get_canonical_codes_that_name_the_problem() -> anyhow::Res
         .grpc
         .deploy(pb::DeployRequest {
             deployment_unit: None,
+            expected_revision: None,
         })
         .await
         .unwrap_err();
@@ -475,6 +477,78 @@ async fn bad_requests_get_canonical_codes_that_name_the_problem() -> anyhow::Res
             .unwrap_err()
             .code(),
         tonic::Code::NotFound
+    );
+    spoke.ns.delete().await?;
+    Ok(())
+}
+
+/// A request carrying the revision its sender believed the spoke held: stored only while the
+/// spoke holds exactly that one, so a late request cannot roll the spoke back.
+#[tokio::test]
+#[ignore = "needs the local clusters: run `just test`"]
+async fn a_deploy_built_from_an_older_view_is_refused_and_changes_nothing() -> anyhow::Result<()> {
+    let mut spoke = Spoke::start("crm-expected").await?;
+    let with_image = |image: &str, revision: i64| {
+        let mut unit = mk_unit("guarded");
+        unit.addons.clear();
+        unit.odgm = None;
+        unit.functions.truncate(1);
+        unit.functions[0]
+            .provision_config
+            .as_mut()
+            .unwrap()
+            .container_image = image.into();
+        unit.revision = revision;
+        unit
+    };
+    let send = |unit: pb::DeploymentUnit, expected: Option<i64>| pb::DeployRequest {
+        deployment_unit: Some(unit),
+        expected_revision: expected,
+    };
+    // Expecting a revision where nothing is stored yet is refused; expecting none creates.
+    let absent = spoke
+        .grpc
+        .deploy(send(with_image("img/echo:1", 1), Some(7)))
+        .await
+        .unwrap_err();
+    assert_eq!(absent.code(), tonic::Code::Aborted, "{absent:?}");
+    spoke
+        .grpc
+        .deploy(send(with_image("img/echo:1", 1), Some(0)))
+        .await?;
+    spoke
+        .grpc
+        .deploy(send(with_image("img/echo:3", 3), Some(1)))
+        .await?;
+    // Revision 2 was built when the spoke held 1; it arrives after 3 and must not land.
+    let late = spoke
+        .grpc
+        .deploy(send(with_image("img/echo:2", 2), Some(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), tonic::Code::Aborted, "{late:?}");
+    assert!(
+        late.message()
+            .contains("holds revision 3, the request expected 1"),
+        "{}",
+        late.message()
+    );
+    // Resending what the spoke already holds succeeds whatever it expected.
+    let same = spoke
+        .grpc
+        .deploy(send(with_image("img/echo:3", 3), Some(1)))
+        .await?
+        .into_inner();
+    assert!(!same.changed);
+    let runtimes: Api<ClassRuntime> = spoke.api();
+    let stored = runtimes.get("shop-record").await?;
+    assert_eq!(stored.spec.revision, Some(3));
+    assert_eq!(
+        stored.spec.functions[0]
+            .provision_config
+            .container_image
+            .as_deref(),
+        Some("img/echo:3")
     );
     spoke.ns.delete().await?;
     Ok(())

@@ -70,6 +70,7 @@ impl Setup {
             .grpc
             .deploy(pb::DeployRequest {
                 deployment_unit: Some(unit),
+                expected_revision: None,
             })
             .await?;
         Ok(response.into_inner().resource_name)

@@ -130,6 +130,7 @@ async fn bench_crm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         grpc.clone()
             .deploy(pb::DeployRequest {
                 deployment_unit: Some(unit),
+                expected_revision: None,
             })
             .await?;
         let child = format!("bench-c{i}-fn");
@@ -171,6 +172,7 @@ async fn bench_crm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
             async move {
                 grpc.deploy(pb::DeployRequest {
                     deployment_unit: Some(mk_unit(i)),
+                    expected_revision: None,
                 })
                 .await
             }

@@ -251,11 +251,18 @@ impl DeploymentApi {
                 });
             }
         }
+        let held = existing.as_ref().and_then(|r| r.spec.revision).unwrap_or(0);
+        if let Some(expected) = request.expected_revision.filter(|e| *e != held) {
+            return Err(Status::aborted(format!(
+                "ClassRuntime {name} holds revision {held}, the request expected {expected}: \
+                 it was built from an older view; resend from the current one"
+            )));
+        }
         let mut annotations = serde_json::Map::new();
         if !correlation_id.is_empty() {
             annotations.insert(CORRELATION_ANNOTATION.into(), correlation_id.into());
         }
-        let patch = json!({
+        let mut patch = json!({
             "apiVersion": "oaas.io/v1alpha1",
             "kind": "ClassRuntime",
             "metadata": {
@@ -265,6 +272,13 @@ impl DeploymentApi {
             },
             "spec": spec,
         });
+        // With an expected revision, the write is conditional on the object read above, so
+        // two requests checked against the same revision cannot both land.
+        if request.expected_revision.is_some()
+            && let Some(version) = existing.as_ref().and_then(|r| r.resource_version())
+        {
+            patch["metadata"]["resourceVersion"] = version.into();
+        }
         self.api()
             .patch(
                 &name,

@@ -77,7 +77,7 @@ async fn reconcile(cluster: Arc<OCluster>, ctx: Arc<Context>) -> Result<Action, 
 /// What one health check found.
 struct Probe {
     serving: bool,
-    info: Option<oaas_proto::crm::ClusterInfo>,
+    info: oaas_proto::crm::ClusterInfo,
 }
 
 async fn probe(spoke: &Spoke) -> Result<Probe, String> {
@@ -91,14 +91,21 @@ async fn probe(spoke: &Spoke) -> Result<Probe, String> {
         .map_err(|s| format!("health check: {} ({:?})", s.message(), s.code()))?;
     let serving = health.into_inner().status()
         == tonic_health::pb::health_check_response::ServingStatus::Serving;
+    // A CRM that answers but cannot reach its own API server cannot deploy anything: the
+    // cluster is as unreachable as if the CRM were silent.
     let info = tokio::time::timeout(
         deadline,
         spoke.info().get_cluster_info(GetClusterInfoRequest {}),
     )
     .await
-    .ok()
-    .and_then(Result::ok)
-    .map(tonic::Response::into_inner);
+    .map_err(|_| {
+        format!(
+            "no cluster info from {} within {deadline:?}",
+            spoke.endpoint
+        )
+    })?
+    .map_err(|s| format!("cluster info: {} ({:?})", s.message(), s.code()))?
+    .into_inner();
     Ok(Probe { serving, info })
 }
 
@@ -204,18 +211,15 @@ async fn check(cluster: &OCluster, ctx: &Context) -> Result<Action, Error> {
     let ready = match outcome {
         Some(Ok(probe)) => {
             status.last_seen = Some(Time(Timestamp::now()));
-            if let Some(info) = &probe.info {
-                status.node_count = Some(info.node_count);
-                status.ready_nodes = Some(info.ready_nodes);
-                status.nodes = Some(format!("{}/{}", info.ready_nodes, info.node_count));
-                status.crm_version = Some(info.crm_version.clone()).filter(|v| !v.is_empty());
-                status.kubernetes_version =
-                    Some(info.kubernetes_version.clone()).filter(|v| !v.is_empty());
-            }
-            status.availability = spec
-                .availability
-                .or(probe.info.as_ref().map(|i| i.availability));
-            let has_nodes = probe.info.as_ref().is_some_and(|i| i.ready_nodes > 0);
+            let info = &probe.info;
+            status.node_count = Some(info.node_count);
+            status.ready_nodes = Some(info.ready_nodes);
+            status.nodes = Some(format!("{}/{}", info.ready_nodes, info.node_count));
+            status.crm_version = Some(info.crm_version.clone()).filter(|v| !v.is_empty());
+            status.kubernetes_version =
+                Some(info.kubernetes_version.clone()).filter(|v| !v.is_empty());
+            status.availability = spec.availability.or(Some(info.availability));
+            let has_nodes = info.ready_nodes > 0;
             if probe.serving && has_nodes {
                 status.health = ClusterHealth::Healthy;
                 status.message = None;

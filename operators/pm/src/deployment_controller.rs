@@ -2,8 +2,8 @@
 //! each target a deployment unit (concurrently, with deadlines and retries) → remove the
 //! class from clusters that left the plan → aggregate what the spokes report (their status
 //! watches fill the registry's board and trigger this reconcile) → status and conditions.
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -56,9 +56,6 @@ pub struct Context {
     pub clusters: Store<OCluster>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
-    /// Revision last accepted by each (cluster, deployment id), so unchanged units are not
-    /// sent again while the spoke reports them.
-    sent: Mutex<HashMap<(String, String), i64>>,
 }
 
 impl Context {
@@ -79,7 +76,6 @@ impl Context {
             clusters,
             metrics,
             recorder,
-            sent: Mutex::default(),
         }
     }
 }
@@ -472,6 +468,10 @@ fn request<T>(message: T, correlation: &str) -> tonic::Request<T> {
 }
 
 /// Sends the unit unless the spoke already runs this revision; returns the revision.
+///
+/// Each try expects the revision the spoke last reported (see `expected_revision`), read
+/// afresh, so a conflict with a newer write is retried from the current view and a request
+/// delayed by a slow spoke cannot roll it back.
 async fn deploy_to(
     ctx: &Context,
     cluster: &str,
@@ -479,15 +479,14 @@ async fn deploy_to(
     correlation: &str,
 ) -> Result<i64, String> {
     let spoke = spoke_for(ctx, cluster)?;
-    let key = (cluster.to_string(), unit.id.clone());
     let revision = unit.revision;
-    let reported = ctx
-        .registry
-        .board
-        .get(cluster, &unit.id)
-        .map(|s| s.revision);
-    let sent = ctx.sent.lock().expect("sent lock").get(&key).copied();
-    if reported == Some(revision) || sent == Some(revision) && reported.is_some() {
+    let reported = || {
+        ctx.registry
+            .board
+            .get(cluster, &unit.id)
+            .map(|s| s.revision)
+    };
+    if reported() == Some(revision) {
         return Ok(revision);
     }
     call_with_retries(ctx, &spoke, "Deploy", || {
@@ -495,6 +494,7 @@ async fn deploy_to(
         let request = request(
             pb::DeployRequest {
                 deployment_unit: Some(unit.clone()),
+                expected_revision: reported(),
             },
             correlation,
         );
@@ -502,7 +502,6 @@ async fn deploy_to(
     })
     .await
     .map_err(|s| format!("Deploy to {cluster}: {} ({:?})", s.message(), s.code()))?;
-    ctx.sent.lock().expect("sent lock").insert(key, revision);
     Ok(revision)
 }
 
@@ -535,10 +534,6 @@ async fn delete_from(
             s.code()
         )
     })?;
-    ctx.sent
-        .lock()
-        .expect("sent lock")
-        .remove(&(cluster.to_string(), id.to_string()));
     Ok(())
 }
 
