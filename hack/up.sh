@@ -34,11 +34,22 @@ run_operator() {
   log "$name on $cluster started (log: $dir/logs/$name.log)"
 }
 
-# CRM ports match manifests/samples/clusters.yaml.
+# PM ↔ CRM is mutual TLS: one CA, a server certificate for the CRMs, a client certificate for
+# the PM, which reads them from the Secret the sample OClusters reference.
+CERTS="$OAAS_STATE/pki/crm"
+bash "$HACK_DIR/crm-certs.sh" "$CERTS"
+kubectl --context oaas-hub create namespace oaas-system --dry-run=client -o yaml | kubectl --context oaas-hub apply -f - >/dev/null
+kubectl --context oaas-hub create secret generic oaas-crm-tls -n oaas-system --dry-run=client -o yaml \
+  --from-file=ca.crt="$CERTS/ca.crt" --from-file=tls.crt="$CERTS/pm.crt" --from-file=tls.key="$CERTS/pm.key" \
+  | kubectl --context oaas-hub apply -f - >/dev/null
+CRM_TLS=(OPRC_CRM_TLS_CERT_FILE="$CERTS/crm.crt" OPRC_CRM_TLS_KEY_FILE="$CERTS/crm.key"
+  OPRC_CRM_TLS_CLIENT_CA_FILE="$CERTS/ca.crt" OPRC_CRM_BIND_ADDRESS=127.0.0.1)
+
+# CRM ports match manifests/samples/clusters.yaml; probes and metrics on the next port.
 run_operator spoke-a oaas-crm oaas-crm KUBE_CONTEXT=oaas-spoke-a HTTP_PORT=30188 \
-  OPRC_CRM_BIND_ADDRESS=127.0.0.1 OPRC_CRM_CLUSTER_NAME=spoke-a
+  OPRC_CRM_OPS_PORT=30189 OPRC_CRM_CLUSTER_NAME=spoke-a "${CRM_TLS[@]}"
 run_operator spoke-b oaas-crm oaas-crm KUBE_CONTEXT=oaas-spoke-b HTTP_PORT=30288 \
-  OPRC_CRM_BIND_ADDRESS=127.0.0.1 OPRC_CRM_CLUSTER_NAME=spoke-b
+  OPRC_CRM_OPS_PORT=30289 OPRC_CRM_CLUSTER_NAME=spoke-b "${CRM_TLS[@]}"
 run_operator hub oaas-pm oaas-pm KUBE_CONTEXT=oaas-hub SERVER_HOST=127.0.0.1 SERVER_PORT=8080
 
 log "registering the spokes and applying the samples"
@@ -61,5 +72,6 @@ The system is up. Try:
   curl -s -XPOST 127.0.0.1:8080/api/v1/packages -H 'content-type: application/yaml' \
        --data-binary @manifests/samples/oaas-package.yaml   # an OaaS package file, deployed
   curl -s 127.0.0.1:8080/metrics | grep oaas_pm_       # the PM's metrics
+  curl -s 127.0.0.1:30189/metrics | grep oaas_crm_     # spoke-a's CRM (its gRPC port 30188 is mutual TLS)
 Stop everything with: just down
 MSG

@@ -159,10 +159,13 @@ pub async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
         .unwrap_or_default())
 }
 
-/// A class runtime manager watching one namespace of one cluster.
+/// A class runtime manager watching one namespace of one cluster. It serves plaintext
+/// unless `extra_env` gives it TLS files (with `OPRC_CRM_PLAINTEXT=false`); its probes and
+/// metrics are also on a plaintext `ops_port`.
 pub struct Crm {
     pub process: Process,
     pub port: u16,
+    pub ops_port: u16,
     pub endpoint: String,
 }
 
@@ -183,6 +186,7 @@ impl Crm {
         namespace: &str,
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        let ops_port = free_port();
         let mut env = vec![
             ("KUBE_CONTEXT", context.to_string()),
             ("OPRC_CRM_K8S_NAMESPACE", namespace.to_string()),
@@ -190,12 +194,15 @@ impl Crm {
             ("OPRC_CRM_BIND_ADDRESS", "127.0.0.1".to_string()),
             ("HTTP_PORT", port.to_string()),
             ("OPRC_CRM_PROGRESS_REQUEUE_SECS", "2".to_string()),
+            ("OPRC_CRM_PLAINTEXT", "true".to_string()),
+            ("OPRC_CRM_OPS_PORT", ops_port.to_string()),
         ];
         env.extend(extra_env.iter().map(|(k, v)| (*k, v.to_string())));
         let process = Process::start("oaas-crm", &format!("crm-{context}-{namespace}"), &env)?;
         let crm = Self {
             process,
             port,
+            ops_port,
             endpoint: format!("http://127.0.0.1:{port}"),
         };
         crm.wait_ready().await?;
@@ -208,7 +215,7 @@ impl Crm {
             &format!("oaas-crm /readyz (log: {log})"),
             Duration::from_secs(30),
             || async {
-                Ok((http_status(self.port, "/readyz").await.ok() == Some(200)).then_some(()))
+                Ok((http_status(self.ops_port, "/readyz").await.ok() == Some(200)).then_some(()))
             },
         )
         .await

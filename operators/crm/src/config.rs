@@ -1,7 +1,10 @@
 //! Configuration from the environment, as the seeds describe. Invalid values fail start-up
 //! with a message that names the variable.
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::transport::Transport;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
@@ -15,6 +18,13 @@ pub struct Config {
     /// Port serving gRPC and HTTP (/healthz, /readyz, /metrics).
     pub http_port: u16,
     pub bind_address: String,
+    /// How that port is served: TLS, mutual TLS, or plaintext when asked for.
+    pub transport: Transport,
+    /// A second port, always plaintext, with only /healthz, /readyz and /metrics: for
+    /// kubelet probes and scrapers when the main port requires client certificates.
+    pub ops_port: Option<u16>,
+    /// File with the bearer token every gRPC call must carry (`OPRC_CRM_AUTH_TOKEN_FILE`).
+    pub token_file: Option<PathBuf>,
     /// Namespace where ClassRuntimes and their workloads live.
     pub namespace: String,
     /// Name of this cluster, reported to the hub.
@@ -100,6 +110,12 @@ impl Config {
         }
         Ok(Config {
             http_port: env.number("HTTP_PORT", 8088)?,
+            transport: transport(&env)?,
+            ops_port: env
+                .get("OPRC_CRM_OPS_PORT")
+                .map(|_| env.number("OPRC_CRM_OPS_PORT", 0))
+                .transpose()?,
+            token_file: env.get("OPRC_CRM_AUTH_TOKEN_FILE").map(PathBuf::from),
             bind_address: env
                 .get("OPRC_CRM_BIND_ADDRESS")
                 .unwrap_or("0.0.0.0")
@@ -148,6 +164,51 @@ impl Config {
                 None
             },
         })
+    }
+}
+
+/// TLS unless plaintext is asked for explicitly; a half-configured TLS is an error.
+fn transport(env: &Env) -> Result<Transport, ConfigError> {
+    let file = |name: &str| env.get(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let (cert, key, client_ca) = (
+        file("OPRC_CRM_TLS_CERT_FILE"),
+        file("OPRC_CRM_TLS_KEY_FILE"),
+        file("OPRC_CRM_TLS_CLIENT_CA_FILE"),
+    );
+    if env.flag("OPRC_CRM_PLAINTEXT", false)? {
+        if cert.is_some() || key.is_some() || client_ca.is_some() {
+            return Err(env.error(
+                "OPRC_CRM_PLAINTEXT",
+                "true",
+                "TLS files are set too: choose TLS (unset OPRC_CRM_PLAINTEXT) or plaintext \
+                 (unset OPRC_CRM_TLS_*)",
+            ));
+        }
+        return Ok(Transport::Plaintext);
+    }
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Transport::Tls {
+            cert,
+            key,
+            client_ca,
+        }),
+        (Some(_), None) => Err(env.error(
+            "OPRC_CRM_TLS_KEY_FILE",
+            "",
+            "OPRC_CRM_TLS_CERT_FILE is set: give the file with its private key (PEM)",
+        )),
+        (None, Some(_)) => Err(env.error(
+            "OPRC_CRM_TLS_CERT_FILE",
+            "",
+            "OPRC_CRM_TLS_KEY_FILE is set: give the file with the server certificate (PEM)",
+        )),
+        (None, None) => Err(env.error(
+            "OPRC_CRM_TLS_CERT_FILE",
+            "",
+            "the CRM serves TLS: give OPRC_CRM_TLS_CERT_FILE and OPRC_CRM_TLS_KEY_FILE (and \
+             OPRC_CRM_TLS_CLIENT_CA_FILE to require client certificates), or set \
+             OPRC_CRM_PLAINTEXT=true to serve without TLS",
+        )),
     }
 }
 
@@ -255,11 +316,71 @@ impl Env<'_> {
 mod tests {
     use super::*;
 
+    /// The variables given, on a plaintext port unless they say otherwise.
     fn mk_vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
+        let plaintext = [("OPRC_CRM_PLAINTEXT", "true")];
+        plaintext
             .iter()
+            .chain(pairs)
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    fn transport_of(pairs: &[(&str, &str)]) -> Result<Transport, ConfigError> {
+        let vars = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::from_vars(&vars.collect()).map(|c| c.transport)
+    }
+
+    #[test]
+    fn tls_is_the_default_and_plaintext_must_be_asked_for() {
+        let missing = transport_of(&[]).unwrap_err();
+        assert_eq!(missing.variable, "OPRC_CRM_TLS_CERT_FILE");
+        assert!(
+            missing.problem.contains("OPRC_CRM_PLAINTEXT=true"),
+            "{missing}"
+        );
+        assert_eq!(
+            transport_of(&[("OPRC_CRM_PLAINTEXT", "true")]),
+            Ok(Transport::Plaintext)
+        );
+        let files = [
+            ("OPRC_CRM_TLS_CERT_FILE", "/tls/tls.crt"),
+            ("OPRC_CRM_TLS_KEY_FILE", "/tls/tls.key"),
+        ];
+        assert_eq!(
+            transport_of(&files),
+            Ok(Transport::Tls {
+                cert: "/tls/tls.crt".into(),
+                key: "/tls/tls.key".into(),
+                client_ca: None,
+            })
+        );
+        let mutual = [
+            files[0],
+            files[1],
+            ("OPRC_CRM_TLS_CLIENT_CA_FILE", "/tls/ca.crt"),
+        ];
+        assert!(matches!(
+            transport_of(&mutual),
+            Ok(Transport::Tls {
+                client_ca: Some(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn half_or_conflicting_tls_settings_name_what_to_fix() {
+        let only_cert = transport_of(&[("OPRC_CRM_TLS_CERT_FILE", "/c")]).unwrap_err();
+        assert_eq!(only_cert.variable, "OPRC_CRM_TLS_KEY_FILE");
+        let only_key = transport_of(&[("OPRC_CRM_TLS_KEY_FILE", "/k")]).unwrap_err();
+        assert_eq!(only_key.variable, "OPRC_CRM_TLS_CERT_FILE");
+        let both = transport_of(&[
+            ("OPRC_CRM_PLAINTEXT", "true"),
+            ("OPRC_CRM_TLS_CLIENT_CA_FILE", "/ca"),
+        ])
+        .unwrap_err();
+        assert_eq!(both.variable, "OPRC_CRM_PLAINTEXT");
     }
 
     #[test]

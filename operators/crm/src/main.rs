@@ -12,6 +12,7 @@ mod nfr;
 mod render;
 mod state;
 mod template;
+mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use oaas_proto::crm::crm_info_service_server::CrmInfoServiceServer;
 use oaas_proto::deployment::deployment_service_server::DeploymentServiceServer;
+use tonic::service::interceptor::InterceptedService;
 use tracing::info;
 
 use crate::config::Config;
@@ -83,11 +85,16 @@ async fn main() -> anyhow::Result<()> {
             }),
         )
         .with_state(HttpState { metrics, ready });
-    let routes = tonic::service::Routes::new(health_service)
-        .add_service(DeploymentServiceServer::new(deployment))
-        .add_service(CrmInfoServiceServer::new(info_api))
+    let auth = transport::BearerCheck::from_file(config.token_file.as_deref())
+        .context("OPRC_CRM_AUTH_TOKEN_FILE")?;
+    let routes = tonic::service::Routes::new(InterceptedService::new(health_service, auth.clone()))
+        .add_service(DeploymentServiceServer::with_interceptor(
+            deployment,
+            auth.clone(),
+        ))
+        .add_service(CrmInfoServiceServer::with_interceptor(info_api, auth))
         .into_axum_router()
-        .merge(http);
+        .merge(http.clone());
 
     let addr: SocketAddr = format!("{}:{}", config.bind_address, config.http_port)
         .parse()
@@ -97,9 +104,33 @@ async fn main() -> anyhow::Result<()> {
                 config.bind_address
             )
         })?;
-    info!(%addr, namespace = %config.namespace, profile = ?config.profile, "oaas-crm serving gRPC and HTTP");
+    let transport = match &config.transport {
+        transport::Transport::Plaintext => "plaintext",
+        transport::Transport::Tls {
+            client_ca: None, ..
+        } => "TLS",
+        transport::Transport::Tls { .. } => "mutual TLS",
+    };
+    info!(%addr, transport, namespace = %config.namespace, profile = ?config.profile, "oaas-crm serving gRPC and HTTP");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
+    if let Some(port) = config.ops_port {
+        let listener = tokio::net::TcpListener::bind((config.bind_address.as_str(), port))
+            .await
+            .with_context(|| format!("binding OPRC_CRM_OPS_PORT {port}"))?;
+        info!(port, "serving /healthz, /readyz and /metrics in plaintext");
+        tokio::spawn(async move { axum::serve(listener, http).await });
+    }
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = config
+        .transport
+        .server_tls()
+        .context("OPRC_CRM_TLS_* files")?
+    {
+        server = server
+            .tls_config(tls)
+            .context("OPRC_CRM_TLS_* files do not hold a usable certificate and key")?;
+    }
+    let server = server
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(routes))
         .serve_with_shutdown(addr, async {

@@ -1,10 +1,12 @@
 //! The OCluster controller: keeps a channel per spoke in the registry, checks its health on
 //! an interval (grpc.health.v1 + CRM info) behind a circuit breaker, and reports Healthy,
 //! Degraded or Unreachable with node counts, availability and versions.
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -21,7 +23,7 @@ use tracing::{info, instrument, warn};
 
 use crate::Error;
 use crate::metrics::Metrics;
-use crate::registry::{Registry, Spoke};
+use crate::registry::{Connection, Registry, Spoke, TlsMaterial};
 use crate::scope::Scope;
 use crate::triggers::spec_changes;
 
@@ -109,31 +111,71 @@ async fn probe(spoke: &Spoke) -> Result<Probe, String> {
     Ok(Probe { serving, info })
 }
 
-async fn bearer_token(ctx: &Context, cluster: &OCluster) -> Result<Option<String>, String> {
-    let Some(selector) = &cluster.spec.credentials else {
-        return Ok(None);
-    };
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &selector.namespace)
-        .get(&selector.name)
+/// The data of a Secret the OCluster references.
+async fn secret_data(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<BTreeMap<String, ByteString>, String> {
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get(name)
         .await
-        .map_err(|e| {
-            format!(
-                "credentials Secret {}/{}: {e}",
-                selector.namespace, selector.name
-            )
-        })?;
-    let value = secret
-        .data
-        .and_then(|d| d.get(&selector.key).cloned())
-        .ok_or_else(|| {
-            format!(
-                "credentials Secret {}/{} has no key {:?}",
-                selector.namespace, selector.name, selector.key
-            )
-        })?;
-    String::from_utf8(value.0)
-        .map(|t| Some(t.trim().to_string()))
-        .map_err(|_| "token is not UTF-8".into())
+        .map_err(|e| format!("Secret {namespace}/{name}: {e}"))?;
+    Ok(secret.data.unwrap_or_default())
+}
+
+/// How to reach the cluster: its spec plus the token and TLS files from its Secrets.
+async fn connection(ctx: &Context, cluster: &OCluster) -> Result<Connection, String> {
+    let spec = &cluster.spec;
+    let token = match &spec.credentials {
+        None => None,
+        Some(selector) => {
+            let data = secret_data(ctx, &selector.namespace, &selector.name).await?;
+            let value = data.get(&selector.key).ok_or_else(|| {
+                format!(
+                    "credentials Secret {}/{} has no key {:?}",
+                    selector.namespace, selector.name, selector.key
+                )
+            })?;
+            let token = String::from_utf8(value.0.clone())
+                .map_err(|_| "the bearer token is not UTF-8".to_string())?;
+            Some(token.trim().to_string())
+        }
+    };
+    let tls = match &spec.tls {
+        None => None,
+        Some(tls) => {
+            let (namespace, name) = (&tls.secret_ref.namespace, &tls.secret_ref.name);
+            let data = secret_data(ctx, namespace, name).await?;
+            let file = |key: &str| data.get(key).map(|v| v.0.clone());
+            let ca = file("ca.crt").ok_or_else(|| {
+                format!(
+                    "TLS Secret {namespace}/{name} has no ca.crt (the CA of the CRM's certificate)"
+                )
+            })?;
+            let identity = match (file("tls.crt"), file("tls.key")) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => {
+                    return Err(format!(
+                        "TLS Secret {namespace}/{name}: mutual TLS needs both tls.crt and tls.key"
+                    ));
+                }
+            };
+            Some(TlsMaterial {
+                ca,
+                identity,
+                server_name: tls.server_name.clone(),
+            })
+        }
+    };
+    Ok(Connection {
+        endpoint: spec.endpoint.clone(),
+        timeout: Duration::from_secs(spec.timeout_seconds.into()),
+        retries: spec.retry_attempts,
+        token,
+        tls,
+    })
 }
 
 async fn check(cluster: &OCluster, ctx: &Context) -> Result<Action, Error> {
@@ -143,15 +185,10 @@ async fn check(cluster: &OCluster, ctx: &Context) -> Result<Action, Error> {
     let open_for = Duration::from_secs(spec.circuit_open_seconds.into());
     let previous = cluster.status.clone().unwrap_or_default();
 
-    let spoke = match bearer_token(ctx, cluster).await.and_then(|token| {
-        Spoke::new(
-            &name,
-            &spec.endpoint,
-            Duration::from_secs(spec.timeout_seconds.into()),
-            spec.retry_attempts,
-            token.as_deref(),
-        )
-    }) {
+    let spoke = match connection(ctx, cluster)
+        .await
+        .and_then(|connection| Spoke::new(&name, connection))
+    {
         Ok(spoke) => spoke,
         Err(problem) => {
             ctx.registry.remove(&name);

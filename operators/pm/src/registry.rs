@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tracing::{debug, info, warn};
 
 use crate::breaker::Breaker;
@@ -40,6 +40,27 @@ impl Interceptor for Auth {
 
 pub type Grpc = InterceptedService<Channel, Auth>;
 
+/// TLS towards a spoke, from the Secret its OCluster references.
+#[derive(Clone, PartialEq)]
+pub struct TlsMaterial {
+    /// PEM of the CA that signed the CRM's certificate.
+    pub ca: Vec<u8>,
+    /// PEM certificate and key presented to the CRM (mutual TLS).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// Name to verify the CRM's certificate against instead of the endpoint's host.
+    pub server_name: Option<String>,
+}
+
+/// Everything a spoke's channel is built from: a change to any of it replaces the channel.
+#[derive(Clone, PartialEq)]
+pub struct Connection {
+    pub endpoint: String,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub token: Option<String>,
+    pub tls: Option<TlsMaterial>,
+}
+
 /// How to reach one spoke.
 #[derive(Clone)]
 pub struct Spoke {
@@ -47,36 +68,64 @@ pub struct Spoke {
     pub endpoint: String,
     pub timeout: Duration,
     pub retries: u32,
+    connection: Connection,
     channel: Channel,
     auth: Auth,
 }
 
 impl Spoke {
-    pub fn new(
-        name: &str,
-        endpoint: &str,
-        timeout: Duration,
-        retries: u32,
-        token: Option<&str>,
-    ) -> Result<Self, String> {
-        let channel = Endpoint::from_shared(endpoint.to_string())
+    /// A lazily connecting channel. An `https://` endpoint needs the TLS material; plaintext
+    /// is used only for an `http://` endpoint, which must then come without it.
+    pub fn new(name: &str, connection: Connection) -> Result<Self, String> {
+        let endpoint = &connection.endpoint;
+        let mut channel = Endpoint::from_shared(endpoint.clone())
             .map_err(|e| format!("endpoint {endpoint:?}: {e}"))?
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .connect_timeout(connection.timeout.min(Duration::from_secs(5)))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        let token = token
+            .keep_alive_timeout(Duration::from_secs(5));
+        match (endpoint.starts_with("https://"), &connection.tls) {
+            (true, Some(tls)) => {
+                let mut config =
+                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca));
+                if let Some((cert, key)) = &tls.identity {
+                    config = config.identity(Identity::from_pem(cert, key));
+                }
+                if let Some(server_name) = &tls.server_name {
+                    config = config.domain_name(server_name.clone());
+                }
+                channel = channel
+                    .tls_config(config)
+                    .map_err(|e| format!("TLS settings: {e}"))?;
+            }
+            (true, None) => {
+                return Err(format!(
+                    "endpoint {endpoint} is https://: reference a Secret with ca.crt (and \
+                     tls.crt/tls.key for mutual TLS) in spec.tls"
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(format!(
+                    "spec.tls is set but endpoint {endpoint} is plaintext: use https://, or \
+                     remove spec.tls to talk plaintext on purpose"
+                ));
+            }
+            (false, None) => {}
+        }
+        let token = connection
+            .token
+            .as_deref()
             .map(|t| MetadataValue::try_from(format!("Bearer {t}")))
             .transpose()
             .map_err(|_| "the bearer token has characters not allowed in a header".to_string())?;
         Ok(Self {
             name: name.into(),
-            endpoint: endpoint.into(),
-            timeout,
-            retries,
-            channel,
+            endpoint: endpoint.clone(),
+            timeout: connection.timeout,
+            retries: connection.retries,
+            channel: channel.connect_lazy(),
             auth: Auth { token },
+            connection,
         })
     }
 
@@ -172,9 +221,9 @@ impl Registry {
     /// Registers (or replaces, when its endpoint or settings changed) a spoke and starts
     /// watching its deployments' status.
     pub fn upsert(&self, spoke: Spoke) {
-        let unchanged = self.get(&spoke.name).is_some_and(|s| {
-            s.endpoint == spoke.endpoint && s.timeout == spoke.timeout && s.retries == spoke.retries
-        });
+        let unchanged = self
+            .get(&spoke.name)
+            .is_some_and(|s| s.connection == spoke.connection);
         if unchanged {
             return;
         }

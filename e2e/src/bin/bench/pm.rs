@@ -1,11 +1,18 @@
-//! The whole system: apply → workloads on every spoke, spoke change → hub status, and many
-//! class deployments to Available, with the PM's memory.
+//! The whole system: apply → workloads on every spoke (one at a time and many at once),
+//! against the baseline of applying the same objects straight to the spokes with server-side
+//! apply; spoke change → hub status; many class deployments to Available; the PM's and the
+//! CRMs' memory.
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{DeleteParams, PostParams};
-use kube::runtime::reflector::ObjectRef;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams, TypeMeta,
+};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use oaas_crds::common::Phase;
 use oaas_crds::{OClassDeployment, OCluster, OPackage};
@@ -13,14 +20,14 @@ use oaas_e2e::{
     Crm, E2E_CLUSTER_LABEL, Pm, TestNamespace, client_for, hub_context, install_all_crds,
     spoke_contexts, wait_for,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{Row, cache, env_number, percentile, rss_mib};
 
 struct Spoke {
     client: Client,
     ns: TestNamespace,
-    _crm: Crm,
+    crm: Crm,
 }
 
 fn mk_package(i: usize) -> anyhow::Result<OPackage> {
@@ -48,7 +55,7 @@ fn available(cd: &OClassDeployment) -> bool {
 
 pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let samples = env_number("BENCH_PM_SAMPLES", 50);
-    let total = env_number("BENCH_PM_DEPLOYMENTS", 500).max(samples);
+    let total = env_number("BENCH_PM_DEPLOYMENTS", 500).max(2 * samples);
     install_all_crds().await?;
     let hub = client_for(&hub_context()).await?;
     let ns = TestNamespace::create(&hub, "bench-pm").await?;
@@ -74,7 +81,7 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         spokes.push(Spoke {
             client,
             ns: spoke_ns,
-            _crm: crm,
+            crm,
         });
     }
     let pm = Pm::start(
@@ -109,45 +116,64 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         store.wait_until_ready().await?;
     }
 
-    // Apply → the function's Deployment exists in every spoke, one deployment at a time.
-    let mut applied = Vec::with_capacity(samples);
-    for i in 0..samples {
-        packages
-            .create(&PostParams::default(), &mk_package(i)?)
-            .await?;
-        let started = Instant::now();
-        deployments
-            .create(&PostParams::default(), &mk_deployment(i, &clusters)?)
-            .await?;
-        let child = format!("p{i}-c-f");
-        loop {
-            let everywhere = spokes.iter().zip(&spoke_caches).all(|(spoke, (store, _))| {
-                store
-                    .get(&ObjectRef::new(&child).within(&spoke.ns.name))
-                    .is_some()
-            });
-            if everywhere {
-                break;
+    // Apply → the function's Deployment exists in every spoke: one deployment at a time, then
+    // `samples` at once (their packages exist beforehand in both cases).
+    let create_packages = |range: std::ops::Range<usize>| {
+        let packages = packages.clone();
+        async move {
+            for i in range {
+                packages
+                    .create(&PostParams::default(), &mk_package(i)?)
+                    .await?;
             }
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(30),
-                "{child} did not reach every spoke"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            anyhow::Ok(())
         }
-        applied.push(started.elapsed());
+    };
+    let create_deployment = |i: usize| {
+        let (deployments, clusters) = (deployments.clone(), clusters.clone());
+        async move {
+            let started = Instant::now();
+            deployments
+                .create(&PostParams::default(), &mk_deployment(i, &clusters)?)
+                .await?;
+            anyhow::Ok((format!("p{i}-c-f"), started))
+        }
+    };
+    create_packages(0..samples).await?;
+    let mut one_at_a_time = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let started = create_deployment(i).await?;
+        one_at_a_time.extend(until_everywhere(&spokes, &spoke_caches, vec![started]).await?);
     }
-    applied.sort();
-    rows.push(Row {
-        name: format!("pm: apply → workloads on all spokes, p50 ({samples}, 1 in flight)"),
-        value: percentile(&applied, 0.5),
-        unit: "ms",
-    });
-    rows.push(Row {
-        name: format!("pm: apply → workloads on all spokes, p99 ({samples}, 1 in flight)"),
-        value: percentile(&applied, 0.99),
-        unit: "ms",
-    });
+    create_packages(samples..2 * samples).await?;
+    let all_at_once =
+        futures::future::try_join_all((samples..2 * samples).map(create_deployment)).await?;
+    let all_at_once = until_everywhere(&spokes, &spoke_caches, all_at_once).await?;
+    let ours = [
+        latencies(
+            rows,
+            "pm: apply → workloads on all spokes",
+            one_at_a_time,
+            1,
+        ),
+        latencies(
+            rows,
+            "pm: apply → workloads on all spokes",
+            all_at_once,
+            samples,
+        ),
+    ];
+
+    // The baseline: the same objects the CRM made, applied straight to every spoke with
+    // server-side apply, as a tool that skips the hub would.
+    let direct = direct_baseline(rows, &spokes, samples).await?;
+    for ((ours, direct), in_flight) in ours.iter().zip(&direct).zip([1, samples]) {
+        rows.push(Row {
+            name: format!("pm: ours / direct apply, p50 ({in_flight} in flight)"),
+            value: ours / direct,
+            unit: "×",
+        });
+    }
 
     // Spoke change → hub status: delete a function's Deployment in the first spoke; the hub
     // sees that cluster leave Available (the CRM puts it back at once).
@@ -195,21 +221,11 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         }
         propagated.push(started.elapsed());
     }
-    propagated.sort();
-    rows.push(Row {
-        name: format!("pm: spoke change → hub status, p50 ({samples})"),
-        value: percentile(&propagated, 0.5),
-        unit: "ms",
-    });
-    rows.push(Row {
-        name: format!("pm: spoke change → hub status, p99 ({samples})"),
-        value: percentile(&propagated, 0.99),
-        unit: "ms",
-    });
+    latencies(rows, "pm: spoke change → hub status", propagated, 1);
 
     // Many class deployments × every spoke to Available.
     let started = Instant::now();
-    futures::stream::iter(samples..total)
+    futures::stream::iter(2 * samples..total)
         .map(|i| {
             let (packages, deployments, clusters) =
                 (packages.clone(), deployments.clone(), clusters.clone());
@@ -246,6 +262,13 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         value: rss_mib(pm.process.pid()),
         unit: "MiB",
     });
+    for (spoke, context) in spokes.iter().zip(spoke_contexts()) {
+        rows.push(Row {
+            name: format!("crm: resident memory with {total} class runtimes ({context})"),
+            value: rss_mib(spoke.crm.process.pid()),
+            unit: "MiB",
+        });
+    }
 
     // Clean up while the operators still run, so every finalizer is honoured.
     let _ = deployments
@@ -277,4 +300,175 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     }
     drop(pm);
     Ok(())
+}
+
+type Caches = [(Store<Deployment>, tokio::task::JoinHandle<()>)];
+
+/// Waits until each named Deployment exists on every spoke; how long each took since its
+/// start.
+async fn until_everywhere(
+    spokes: &[Spoke],
+    caches: &Caches,
+    pending: Vec<(String, Instant)>,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut pending = pending;
+    let mut took = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let now = Instant::now();
+        pending.retain(|(child, started)| {
+            let everywhere = spokes.iter().zip(caches).all(|(spoke, (store, _))| {
+                store
+                    .get(&ObjectRef::new(child).within(&spoke.ns.name))
+                    .is_some()
+            });
+            if everywhere {
+                took.push(now - *started);
+            }
+            !everywhere
+        });
+        if let Some((child, started)) = pending.first() {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "{child} did not reach every spoke"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(took)
+}
+
+/// Adds p50 and p99 rows; returns the p50 in milliseconds.
+fn latencies(rows: &mut Vec<Row>, what: &str, mut took: Vec<Duration>, in_flight: usize) -> f64 {
+    took.sort();
+    let n = took.len();
+    let p50 = percentile(&took, 0.5);
+    let flight = if in_flight > 1 {
+        format!(", {in_flight} in flight")
+    } else {
+        String::new()
+    };
+    rows.push(Row {
+        name: format!("{what}, p50 ({n}{flight})"),
+        value: p50,
+        unit: "ms",
+    });
+    rows.push(Row {
+        name: format!("{what}, p99 ({n}{flight})"),
+        value: percentile(&took, 0.99),
+        unit: "ms",
+    });
+    p50
+}
+
+/// The workloads the CRM made for class `i` on a spoke (Deployments, Services, autoscalers
+/// of its instance), as server-side-apply bodies for `namespace`.
+async fn workloads_of(spoke: &Spoke, i: usize, namespace: &str) -> anyhow::Result<Vec<Value>> {
+    let selector = ListParams::default().labels(&format!("app.kubernetes.io/instance=p{i}-c"));
+    let client = &spoke.client;
+    let ns = &spoke.ns.name;
+    let mut objects = Vec::new();
+    for d in Api::<Deployment>::namespaced(client.clone(), ns)
+        .list(&selector)
+        .await?
+    {
+        objects.push(serde_json::to_value(d)?);
+    }
+    for s in Api::<Service>::namespaced(client.clone(), ns)
+        .list(&selector)
+        .await?
+    {
+        objects.push(serde_json::to_value(s)?);
+    }
+    let autoscalers = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns);
+    for h in autoscalers.list(&selector).await? {
+        objects.push(serde_json::to_value(h)?);
+    }
+    Ok(objects
+        .into_iter()
+        .map(|mut object| {
+            let metadata = &object["metadata"];
+            let metadata = json!({"name": metadata["name"], "namespace": namespace, "labels": metadata["labels"]});
+            object["metadata"] = metadata;
+            let fields = object.as_object_mut().expect("an object");
+            fields.remove("status");
+            // Addresses the API server allocates.
+            if let Some(spec) = fields.get_mut("spec").and_then(Value::as_object_mut) {
+                for allocated in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+                    spec.remove(allocated);
+                }
+            }
+            object
+        })
+        .collect())
+}
+
+/// Server-side applies `objects` in order; how long until the API server stored all.
+async fn apply_directly(client: Client, objects: Vec<Value>) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    for object in objects {
+        let types: TypeMeta = serde_json::from_value(object.clone())?;
+        let resource = ApiResource::from_gvk(&GroupVersionKind::try_from(&types)?);
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+        Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
+            .patch(
+                &name,
+                &PatchParams::apply("oaas-bench-direct").force(),
+                &Patch::Apply(&object),
+            )
+            .await?;
+    }
+    Ok(started.elapsed())
+}
+
+/// The classes `0..samples` applied one at a time, then `samples..2 * samples` at once,
+/// straight to every spoke (in parallel); p50 in milliseconds of each.
+async fn direct_baseline(
+    rows: &mut Vec<Row>,
+    spokes: &[Spoke],
+    samples: usize,
+) -> anyhow::Result<[f64; 2]> {
+    let mut targets = Vec::new();
+    for spoke in spokes {
+        targets.push(TestNamespace::create(&spoke.client, "bench-direct").await?);
+    }
+    let mut bodies = Vec::new();
+    for i in 0..2 * samples {
+        let mut per_spoke = Vec::new();
+        for (spoke, target) in spokes.iter().zip(&targets) {
+            per_spoke.push((
+                spoke.client.clone(),
+                workloads_of(spoke, i, &target.name).await?,
+            ));
+        }
+        bodies.push(per_spoke);
+    }
+    // One class on every spoke: done when the slowest spoke is.
+    let apply_class = |per_spoke: Vec<(Client, Vec<Value>)>| async move {
+        let took = futures::future::try_join_all(
+            per_spoke
+                .into_iter()
+                .map(|(client, objects)| apply_directly(client, objects)),
+        )
+        .await?;
+        anyhow::Ok(took.into_iter().max().unwrap_or_default())
+    };
+    let mut bodies = bodies.into_iter();
+    let mut one_at_a_time = Vec::with_capacity(samples);
+    for per_spoke in bodies.by_ref().take(samples) {
+        one_at_a_time.push(apply_class(per_spoke).await?);
+    }
+    let all_at_once = futures::future::try_join_all(bodies.map(apply_class)).await?;
+    let what = "direct: server-side apply of the same objects to all spokes";
+    let p50 = [
+        latencies(rows, what, one_at_a_time, 1),
+        latencies(rows, what, all_at_once, samples),
+    ];
+    for target in targets {
+        target.delete_within(Duration::from_secs(300)).await?;
+    }
+    Ok(p50)
 }
