@@ -51,6 +51,21 @@ pub fn metrics_response(text: String) -> impl IntoResponse {
     )
 }
 
+/// Work-queue depth as the operators report it: how many objects carry a spec change their
+/// controller has not reconciled yet (`metadata.generation` ahead of the generation the
+/// status says it observed). kube-runtime keeps its own queue private; this is the backlog
+/// that queue exists to drain, read from the cache when /metrics is scraped.
+pub fn work_queue_depth<K: kube::Resource>(
+    objects: impl IntoIterator<Item = std::sync::Arc<K>>,
+    observed_generation: impl Fn(&K) -> Option<i64>,
+) -> i64 {
+    let behind = objects
+        .into_iter()
+        .filter(|o| o.meta().generation.is_some() && o.meta().generation != observed_generation(o))
+        .count();
+    i64::try_from(behind).unwrap_or(i64::MAX)
+}
+
 /// Resolves on SIGTERM (how Kubernetes stops a Pod) or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

@@ -23,6 +23,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use kube::runtime::reflector::Store;
+use oaas_crds::ClassRuntime;
 use oaas_proto::crm::crm_info_service_server::CrmInfoServiceServer;
 use oaas_proto::deployment::deployment_service_server::DeploymentServiceServer;
 use tonic::service::interceptor::InterceptedService;
@@ -35,6 +37,7 @@ use crate::metrics::Metrics;
 struct HttpState {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    runtimes: Store<ClassRuntime>,
 }
 
 #[tokio::main]
@@ -52,7 +55,8 @@ async fn main() -> anyhow::Result<()> {
 
     let (runtimes, watch) = grpc::Runtimes::start(&client, &config.namespace);
     tokio::spawn(watch);
-    let store = runtimes.store.clone();
+    let runtime_cache = runtimes.store.clone();
+    let store = runtime_cache.clone();
     let ready_flag = ready.clone();
     tokio::spawn(async move {
         if store.wait_until_ready().await.is_ok() {
@@ -81,10 +85,18 @@ async fn main() -> anyhow::Result<()> {
         .route(
             "/metrics",
             get(|State(state): State<HttpState>| async move {
+                let depth = oaas_operator_common::work_queue_depth(state.runtimes.state(), |r| {
+                    r.status.as_ref().and_then(|s| s.observed_generation)
+                });
+                state.metrics.set_work_queue_depth(depth);
                 oaas_operator_common::metrics_response(state.metrics.encode())
             }),
         )
-        .with_state(HttpState { metrics, ready });
+        .with_state(HttpState {
+            metrics,
+            ready,
+            runtimes: runtime_cache,
+        });
     let auth = transport::BearerCheck::from_file(config.token_file.as_deref())
         .context("OPRC_CRM_AUTH_TOKEN_FILE")?;
     let routes = tonic::service::Routes::new(InterceptedService::new(health_service, auth.clone()))

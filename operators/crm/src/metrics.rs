@@ -5,6 +5,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -34,8 +35,14 @@ struct TargetLabels {
     target_kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    work_queue_depth: Family<ControllerLabels, Gauge>,
     nfr_analyses: Family<OutcomeLabels, Counter>,
     nfr_enforcements: Family<TargetLabels, Counter>,
     reconcile_duration: Histogram,
@@ -54,6 +61,12 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("oaas_crm");
         let reconcile_duration = Histogram::new(latency_buckets());
         let reconciles = Counter::default();
+        let work_queue_depth = Family::<ControllerLabels, Gauge>::default();
+        registry.register(
+            "work_queue_depth",
+            "ClassRuntimes whose latest spec change the controller has not reconciled yet",
+            work_queue_depth.clone(),
+        );
         let reconcile_failures = Family::<ErrorLabels, Counter>::default();
         let grpc_requests = Family::<GrpcLabels, Counter>::default();
         let grpc_duration = Family::<MethodLabels, Histogram>::new_with_constructor(|| {
@@ -94,6 +107,7 @@ impl Default for Metrics {
         );
         Self {
             registry,
+            work_queue_depth,
             nfr_analyses,
             nfr_enforcements,
             reconcile_duration,
@@ -106,6 +120,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    pub fn set_work_queue_depth(&self, depth: i64) {
+        self.work_queue_depth
+            .get_or_create(&ControllerLabels {
+                controller: "classruntime".into(),
+            })
+            .set(depth);
+    }
+
     pub fn observe_reconcile(&self, took: Duration, error: Option<&str>) {
         self.reconciles.inc();
         self.reconcile_duration.observe(took.as_secs_f64());

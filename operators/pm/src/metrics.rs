@@ -47,6 +47,7 @@ pub struct Metrics {
     reconcile_duration: Histograms<ControllerLabels>,
     fanout_duration: Histograms<ClusterLabels>,
     cluster_healthy: Family<ClusterLabels, Gauge>,
+    work_queue_depth: Family<ControllerLabels, Gauge>,
     grpc_calls: Family<CallLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Histograms<RouteLabels>,
@@ -70,6 +71,7 @@ impl Default for Metrics {
         let reconcile_duration: Histograms<ControllerLabels> = histograms();
         let fanout_duration: Histograms<ClusterLabels> = histograms();
         let cluster_healthy = Family::<ClusterLabels, Gauge>::default();
+        let work_queue_depth = Family::<ControllerLabels, Gauge>::default();
         let grpc_calls = Family::<CallLabels, Counter>::default();
         let http_requests = Family::<HttpLabels, Counter>::default();
         let http_duration: Histograms<RouteLabels> = histograms();
@@ -95,6 +97,11 @@ impl Default for Metrics {
             cluster_healthy.clone(),
         );
         registry.register(
+            "work_queue_depth",
+            "Objects whose latest spec change the controller has not reconciled yet",
+            work_queue_depth.clone(),
+        );
+        registry.register(
             "grpc_client_calls",
             "Calls to spokes by cluster, method and status code",
             grpc_calls.clone(),
@@ -116,6 +123,7 @@ impl Default for Metrics {
             reconcile_duration,
             fanout_duration,
             cluster_healthy,
+            work_queue_depth,
             grpc_calls,
             http_requests,
             http_duration,
@@ -176,6 +184,14 @@ impl Metrics {
                 cluster: cluster.into(),
             })
             .set(healthy);
+    }
+
+    pub fn set_work_queue_depth(&self, controller: &str, depth: i64) {
+        self.work_queue_depth
+            .get_or_create(&ControllerLabels {
+                controller: controller.into(),
+            })
+            .set(depth);
     }
 
     pub fn forget_cluster(&self, cluster: &str) {

@@ -274,6 +274,30 @@ async fn readyz(State(rest): State<Arc<Rest>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(rest): State<Arc<Rest>>) -> impl IntoResponse {
+    use oaas_operator_common::work_queue_depth;
+    let depths = [
+        (
+            "oclassdeployment",
+            work_queue_depth(rest.deployments.state(), |d| {
+                d.status.as_ref().and_then(|s| s.observed_generation)
+            }),
+        ),
+        (
+            "opackage",
+            work_queue_depth(rest.packages.state(), |p| {
+                p.status.as_ref().and_then(|s| s.observed_generation)
+            }),
+        ),
+        (
+            "ocluster",
+            work_queue_depth(rest.clusters.state(), |c| {
+                c.status.as_ref().and_then(|s| s.observed_generation)
+            }),
+        ),
+    ];
+    for (controller, depth) in depths {
+        rest.metrics.set_work_queue_depth(controller, depth);
+    }
     oaas_operator_common::metrics_response(rest.metrics.encode())
 }
 
