@@ -159,9 +159,9 @@ start_component() {
       --service-account-signing-key-file "$PKI/sa.key" \
       --service-cluster-ip-range 10.96.0.0/16 --authorization-mode Node,RBAC \
       --endpoint-reconciler-type none --allow-privileged ;;
-    # A long node grace period: under a heavy load kwok's heartbeats can come late, and the
-    # node lifecycle controller would then mark every Pod NotReady for good (kwok does not
-    # mark them back).
+    # A long node grace period: under a heavy load kwok's lease renewals can come late, and
+    # the node lifecycle controller would then mark every Pod NotReady for good (kwok does
+    # not mark them back).
     kube-controller-manager) start "$name" kube-controller-manager \
       "$K8S_BIN/kube-controller-manager" "${auth[@]}" \
       --secure-port "$(port "$idx" controller-manager)" \
@@ -172,7 +172,11 @@ start_component() {
       --node-monitor-grace-period 10m ;;
     kube-scheduler) start "$name" kube-scheduler "$K8S_BIN/kube-scheduler" "${auth[@]}" \
       --secure-port "$(port "$idx" scheduler)" ;;
+    # Node leases are kwok's heartbeat: without them nothing renews a fake node, and after
+    # the grace period the node lifecycle controller marks it NotReady with all its Pods
+    # (which kwok never marks Ready again).
     kwok) start "$name" kwok "$KWOK_BIN/kwok" --kubeconfig "$kc" \
+      --node-lease-duration-seconds 40 \
       --manage-all-nodes=false \
       --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
       --disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom \

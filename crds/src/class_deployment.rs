@@ -92,7 +92,7 @@ pub struct FunctionOverride {
     pub provision_config: Option<ProvisionConfig>,
     /// Merged over the function's config; keys here win.
     #[serde(default, skip_serializing_if = "FunctionConfig::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 32768}))]
     pub config: FunctionConfig,
 }
 

@@ -86,7 +86,7 @@ pub struct RuntimeFunction {
     #[serde(default)]
     pub provision_config: ProvisionConfig,
     #[serde(default, skip_serializing_if = "FunctionConfig::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 32768}))]
     pub config: FunctionConfig,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stateless: bool,

@@ -195,7 +195,7 @@ pub struct FunctionSpec {
     pub provision_config: Option<ProvisionConfig>,
     /// Configuration handed to the function as environment variables.
     #[serde(default, skip_serializing_if = "FunctionConfig::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 32768}))]
     pub config: FunctionConfig,
 }
 

@@ -432,6 +432,34 @@ async fn bad_requests_get_canonical_codes_that_name_the_problem() -> anyhow::Res
             status.message()
         );
     }
+    // Size limits: a request over the gRPC limit (4 MiB) is refused before it is read; a
+    // value over the schema's limit is refused by the API server, naming the field.
+    let mut huge = mk_unit("huge");
+    huge.functions[0]
+        .config
+        .insert("BLOB".into(), "x".repeat(5 << 20));
+    let status = spoke
+        .grpc
+        .deploy(deploy_request(huge, "c"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("the limit is: 4194304 bytes"),
+        "{status:?}"
+    );
+    let mut long = mk_unit("long");
+    long.functions[0]
+        .config
+        .insert("BLOB".into(), "x".repeat(64 << 10));
+    let status = spoke
+        .grpc
+        .deploy(deploy_request(long, "c"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("config"), "{status:?}");
+
     let missing = spoke
         .grpc
         .deploy(pb::DeployRequest {

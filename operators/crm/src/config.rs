@@ -25,6 +25,8 @@ pub struct Config {
     pub ops_port: Option<u16>,
     /// File with the bearer token every gRPC call must carry (`OPRC_CRM_AUTH_TOKEN_FILE`).
     pub token_file: Option<PathBuf>,
+    /// Largest gRPC request accepted; larger ones get OUT_OF_RANGE with both sizes.
+    pub grpc_max_message_bytes: usize,
     /// Namespace where ClassRuntimes and their workloads live.
     pub namespace: String,
     /// Name of this cluster, reported to the hub.
@@ -116,6 +118,7 @@ impl Config {
                 .map(|_| env.number("OPRC_CRM_OPS_PORT", 0))
                 .transpose()?,
             token_file: env.get("OPRC_CRM_AUTH_TOKEN_FILE").map(PathBuf::from),
+            grpc_max_message_bytes: env.number("OPRC_CRM_GRPC_MAX_MESSAGE_BYTES", 4 << 20)?,
             bind_address: env
                 .get("OPRC_CRM_BIND_ADDRESS")
                 .unwrap_or("0.0.0.0")

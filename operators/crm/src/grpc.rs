@@ -11,11 +11,11 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use oaas_crds::ClassRuntime;
 use oaas_crds::convert::{
     deployment_status_to_proto, runtime_spec_from_unit, unit_from_runtime_spec,
 };
 use oaas_crds::validation::fnv1a;
+use oaas_crds::{ClassRuntime, ClassRuntimeSpec};
 use oaas_proto::crm::{
     ClusterInfo, GetClusterInfoRequest, crm_info_service_server::CrmInfoService,
 };
@@ -124,6 +124,9 @@ fn info_of(runtime: &ClassRuntime) -> pb::ClassRuntimeInfo {
 }
 
 /// Maps a Kubernetes API error to the canonical gRPC code.
+/// Reads and writes of one Deploy before it gives up racing other writers.
+const CONFLICT_ATTEMPTS: usize = 5;
+
 fn kube_status(context: &str, error: kube::Error) -> Status {
     let message = format!("{context}: {error}");
     match &error {
@@ -222,9 +225,33 @@ impl DeploymentApi {
         let spec =
             runtime_spec_from_unit(&unit).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let name = runtime_name(&spec.package_name, &spec.class_key);
+        // A write that expects a revision carries the resourceVersion of the object it was
+        // checked against; when something else wrote in between (the controller's status or
+        // finalizer, another request), the check runs again on a fresh read.
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let stored = self
+                .store(&name, &spec, request.expected_revision, correlation_id)
+                .await?;
+            if let Some(response) = stored {
+                return Ok(response);
+            }
+        }
+        Err(Status::aborted(format!(
+            "ClassRuntime {name} kept changing while this request was stored; retry"
+        )))
+    }
+
+    /// One read-check-write of a unit; `None` when the write lost a race and must be redone.
+    async fn store(
+        &self,
+        name: &str,
+        spec: &ClassRuntimeSpec,
+        expected_revision: Option<i64>,
+        correlation_id: &str,
+    ) -> Result<Option<pb::DeployResponse>, Status> {
         let existing = self
             .api()
-            .get_opt(&name)
+            .get_opt(name)
             .await
             .map_err(|e| kube_status("reading ClassRuntime", e))?;
         if let Some(existing) = &existing {
@@ -243,16 +270,16 @@ impl DeploymentApi {
                     "ClassRuntime {name} is being deleted; retry when it is gone"
                 )));
             }
-            if existing.spec == spec {
-                return Ok(pb::DeployResponse {
-                    deployment_id: spec.deployment_id,
-                    resource_name: name,
+            if existing.spec == *spec {
+                return Ok(Some(pb::DeployResponse {
+                    deployment_id: spec.deployment_id.clone(),
+                    resource_name: name.to_string(),
                     changed: false,
-                });
+                }));
             }
         }
         let held = existing.as_ref().and_then(|r| r.spec.revision).unwrap_or(0);
-        if let Some(expected) = request.expected_revision.filter(|e| *e != held) {
+        if let Some(expected) = expected_revision.filter(|e| *e != held) {
             return Err(Status::aborted(format!(
                 "ClassRuntime {name} holds revision {held}, the request expected {expected}: \
                  it was built from an older view; resend from the current one"
@@ -272,27 +299,29 @@ impl DeploymentApi {
             },
             "spec": spec,
         });
-        // With an expected revision, the write is conditional on the object read above, so
-        // two requests checked against the same revision cannot both land.
-        if request.expected_revision.is_some()
+        if expected_revision.is_some()
             && let Some(version) = existing.as_ref().and_then(|r| r.resource_version())
         {
             patch["metadata"]["resourceVersion"] = version.into();
         }
-        self.api()
+        let written = self
+            .api()
             .patch(
-                &name,
+                name,
                 &PatchParams::apply(DEPLOY_MANAGER).force(),
                 &Patch::Apply(&patch),
             )
-            .await
-            .map_err(|e| kube_status("writing ClassRuntime", e))?;
+            .await;
+        match written {
+            Err(kube::Error::Api(e)) if e.code == 409 => return Ok(None),
+            other => other.map_err(|e| kube_status("writing ClassRuntime", e))?,
+        };
         info!(%name, deployment_id = %spec.deployment_id, created = existing.is_none(), "deployment stored");
-        Ok(pb::DeployResponse {
-            deployment_id: spec.deployment_id,
-            resource_name: name,
+        Ok(Some(pb::DeployResponse {
+            deployment_id: spec.deployment_id.clone(),
+            resource_name: name.to_string(),
             changed: true,
-        })
+        }))
     }
 
     async fn delete(&self, deployment_id: &str) -> Result<pb::DeleteDeploymentResponse, Status> {

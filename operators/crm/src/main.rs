@@ -100,11 +100,16 @@ async fn main() -> anyhow::Result<()> {
     let auth = transport::BearerCheck::from_file(config.token_file.as_deref())
         .context("OPRC_CRM_AUTH_TOKEN_FILE")?;
     let routes = tonic::service::Routes::new(InterceptedService::new(health_service, auth.clone()))
-        .add_service(DeploymentServiceServer::with_interceptor(
-            deployment,
+        .add_service(InterceptedService::new(
+            DeploymentServiceServer::new(deployment)
+                .max_decoding_message_size(config.grpc_max_message_bytes),
             auth.clone(),
         ))
-        .add_service(CrmInfoServiceServer::with_interceptor(info_api, auth))
+        .add_service(InterceptedService::new(
+            CrmInfoServiceServer::new(info_api)
+                .max_decoding_message_size(config.grpc_max_message_bytes),
+            auth,
+        ))
         .into_axum_router()
         .merge(http.clone());
 

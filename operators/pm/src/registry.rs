@@ -40,6 +40,10 @@ impl Interceptor for Auth {
 
 pub type Grpc = InterceptedService<Channel, Auth>;
 
+/// Largest answer taken from a spoke: a listing of every class runtime of a big spoke can
+/// pass gRPC's default 4 MiB (requests stay small and within the CRM's limit).
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
 /// TLS towards a spoke, from the Secret its OCluster references.
 #[derive(Clone, PartialEq)]
 pub struct TlsMaterial {
@@ -131,6 +135,7 @@ impl Spoke {
 
     pub fn deployments(&self) -> DeploymentServiceClient<Grpc> {
         DeploymentServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 
     pub fn info(&self) -> CrmInfoServiceClient<Grpc> {
