@@ -116,9 +116,20 @@ impl Fleet {
         self.spokes.iter().map(|s| s.cluster.clone()).collect()
     }
 
-    /// Deregisters the clusters and deletes the namespaces (the CRMs run until the end, so
-    /// their finalizers run).
+    /// Deletes the class deployments (the PM removes them from the spokes), deregisters the
+    /// clusters and deletes the namespaces; the operators run until the end, so every
+    /// finalizer runs.
     pub async fn delete(self) -> anyhow::Result<()> {
+        let all = "--all";
+        let delete = [
+            "delete",
+            "classdeployments",
+            all,
+            "-n",
+            &self.ns.name,
+            "--timeout=180s",
+        ];
+        kubectl(&self.hub, &delete)?;
         for spoke in &self.spokes {
             kubectl(
                 &self.hub,

@@ -16,8 +16,8 @@ use oaas_crds::cluster::ClusterHealth;
 use oaas_crds::common::Phase;
 use oaas_crds::{ClassRuntime, OClassDeployment};
 use oaas_e2e::{
-    Fleet, FleetSpoke, Pm, control_plane, image_of, kubectl, kubectl_with_input,
-    wait_cluster_health, wait_for,
+    Fleet, FleetSpoke, Pm, control_plane, image_of, kubectl_with_input, wait_cluster_health,
+    wait_for,
 };
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -135,19 +135,6 @@ async fn assert_converged(fleet: &Fleet, count: usize, image: &str) -> anyhow::R
     Ok(())
 }
 
-async fn clean_up(fleet: Fleet) -> anyhow::Result<()> {
-    let delete = [
-        "delete",
-        "classdeployments",
-        "--all",
-        "-n",
-        &fleet.ns.name,
-        "--timeout=180s",
-    ];
-    kubectl(&fleet.hub, &delete)?;
-    fleet.delete().await
-}
-
 #[tokio::test]
 #[ignore = "needs the local clusters: run `just test`"]
 async fn a_spoke_whose_api_server_stops_turns_unreachable_and_catches_up_when_it_returns()
@@ -190,7 +177,7 @@ async fn a_spoke_whose_api_server_stops_turns_unreachable_and_catches_up_when_it
     )
     .await?;
     assert_converged(&fleet, CLASSES, "img/f:2").await?;
-    clean_up(fleet).await
+    fleet.delete().await
 }
 
 #[tokio::test]
@@ -225,7 +212,7 @@ async fn the_leading_pm_resumes_its_watches_after_the_hub_api_server_restarts() 
         fleet.pm.process.running(),
         "the PM kept running through the outage"
     );
-    clean_up(fleet).await
+    fleet.delete().await
 }
 
 #[tokio::test]
@@ -259,5 +246,5 @@ async fn a_spoke_slower_than_the_deadline_degrades_alone_and_converges_on_the_la
     // The late answers changed nothing after that.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_converged(&fleet, 1, "img/f:3").await?;
-    clean_up(fleet).await
+    fleet.delete().await
 }

@@ -8,7 +8,7 @@ use kube::Api;
 use kube::api::ListParams;
 use oaas_crds::common::Phase;
 use oaas_crds::{ClassRuntime, OClassDeployment};
-use oaas_e2e::{Crm, Fleet, Pm, kubectl, kubectl_with_input, wait_for};
+use oaas_e2e::{Crm, Fleet, Pm, kubectl_with_input, wait_for};
 
 const DEPLOYMENTS: usize = 50;
 
@@ -93,21 +93,6 @@ async fn assert_each_spoke_runs_each_class_once(fleet: &Fleet) -> anyhow::Result
     Ok(())
 }
 
-async fn clean_up(fleet: Fleet) -> anyhow::Result<()> {
-    kubectl(
-        &fleet.hub,
-        &[
-            "delete",
-            "classdeployments",
-            "--all",
-            "-n",
-            &fleet.ns.name,
-            "--timeout=180s",
-        ],
-    )?;
-    fleet.delete().await
-}
-
 #[tokio::test]
 #[ignore = "needs the local clusters: run `just test`"]
 async fn a_crm_killed_during_fifty_rollouts_comes_back_and_every_class_runs_once()
@@ -121,7 +106,7 @@ async fn a_crm_killed_during_fifty_rollouts_comes_back_and_every_class_runs_once
     spoke.crm = Crm::start_on(port, &spoke.context, &spoke.ns.name, &[]).await?;
     wait_available(&fleet, DEPLOYMENTS).await?;
     assert_each_spoke_runs_each_class_once(&fleet).await?;
-    clean_up(fleet).await
+    fleet.delete().await
 }
 
 #[tokio::test]
@@ -134,5 +119,5 @@ async fn the_pm_killed_mid_fan_out_restarts_and_every_class_runs_once() -> anyho
     fleet.pm = Pm::start_with(&fleet.hub, &fleet.ns.name, &selector, &[]).await?;
     wait_available(&fleet, DEPLOYMENTS).await?;
     assert_each_spoke_runs_each_class_once(&fleet).await?;
-    clean_up(fleet).await
+    fleet.delete().await
 }

@@ -3,6 +3,9 @@
 #![forbid(unsafe_code)]
 
 pub mod leader;
+mod synced;
+
+pub use synced::Synced;
 
 use anyhow::Context as _;
 use axum::http::header;

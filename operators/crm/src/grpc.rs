@@ -26,6 +26,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 use tracing::{Instrument, info, info_span, warn};
 
+use oaas_operator_common::Synced;
+
 use crate::config::Config;
 use crate::controller::CORRELATION_ANNOTATION;
 use crate::metrics::Metrics;
@@ -41,6 +43,8 @@ pub const CORRELATION_HEADER: &str = "x-correlation-id";
 #[derive(Clone)]
 pub struct Runtimes {
     pub store: Store<ClassRuntime>,
+    /// The store is filled (the one waiter on it; see `Synced`).
+    pub synced: Synced,
     changes: broadcast::Sender<pb::DeploymentStatusEvent>,
 }
 
@@ -78,7 +82,18 @@ impl Runtimes {
                 let _ = sender.send(event_of(kind, &runtime));
             }
         };
-        (Self { store, changes }, driver)
+        let synced = Synced::after({
+            let store = store.clone();
+            async move { store.wait_until_ready().await.is_ok() }
+        });
+        (
+            Self {
+                store,
+                synced,
+                changes,
+            },
+            driver,
+        )
     }
 
     fn find(&self, deployment_id: &str) -> Option<Arc<ClassRuntime>> {
@@ -469,9 +484,7 @@ async fn stream_changes(
     let mut changes = runtimes.changes.subscribe();
     // A CRM that just started serves before its cache is filled: a snapshot taken then
     // would be empty, and the hub would forget runtimes that do not change again.
-    if runtimes.store.wait_until_ready().await.is_err() {
-        return;
-    }
+    runtimes.synced.wait().await;
     loop {
         for runtime in runtimes.store.state() {
             if wanted(&runtime.spec.deployment_id)

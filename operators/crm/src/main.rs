@@ -16,7 +16,6 @@ mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use axum::extract::State;
@@ -36,7 +35,7 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 struct HttpState {
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    ready: oaas_operator_common::Synced,
     runtimes: Store<ClassRuntime>,
 }
 
@@ -51,18 +50,11 @@ async fn main() -> anyhow::Result<()> {
         .context("asking the Kubernetes API server for its version")?
         .git_version;
     let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
 
     let (runtimes, watch) = grpc::Runtimes::start(&client, &config.namespace);
     tokio::spawn(watch);
     let runtime_cache = runtimes.store.clone();
-    let store = runtime_cache.clone();
-    let ready_flag = ready.clone();
-    tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            ready_flag.store(true, Ordering::SeqCst);
-        }
-    });
+    let ready = runtimes.synced.clone();
     let controllers = oaas_operator_common::leader::lead(client.clone(), config.leader.clone(), {
         let (client, config, metrics) = (client.clone(), config.clone(), metrics.clone());
         move || controller::run(client, config, metrics)
@@ -176,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::SeqCst) {
+    if state.ready.now() {
         (StatusCode::OK, "ok")
     } else {
         (

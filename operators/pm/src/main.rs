@@ -71,11 +71,29 @@ async fn main() -> anyhow::Result<()> {
         scope.api::<OClassDeployment>(&client),
         watcher::Config::default(),
     );
+    // Controllers and REST read these caches: nothing reconciles or answers from them until
+    // they are filled (a package not yet cached would look missing).
+    let synced = oaas_operator_common::Synced::after({
+        let (packages, deployments, clusters) =
+            (packages.clone(), deployment_store.clone(), clusters.clone());
+        async move {
+            tokio::try_join!(
+                packages.wait_until_ready(),
+                deployments.wait_until_ready(),
+                clusters.wait_until_ready(),
+            )
+            .is_ok()
+        }
+    });
+    let caches = rest::Caches {
+        packages: packages.clone(),
+        deployments: deployment_store.clone(),
+        clusters: clusters.clone(),
+        synced: synced.clone(),
+    };
     let rest = rest::Rest::new(
         client.clone(),
-        packages.clone(),
-        deployment_store.clone(),
-        clusters.clone(),
+        caches,
         registry.clone(),
         metrics.clone(),
         config.rest.clone(),
@@ -84,7 +102,8 @@ async fn main() -> anyhow::Result<()> {
 
     let controllers = leader::lead(client.clone(), config.leader.clone(), {
         let (client, rest) = (client.clone(), rest.clone());
-        move || {
+        move || async move {
+            synced.wait().await;
             rest.set_standby(false);
             let cluster_ctx = cluster_controller::Context {
                 client: client.clone(),
@@ -111,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
             let deployment_ctx = deployment_controller::Context::new(
                 client, scope, registry, packages, clusters, metrics,
             );
-            deployment_controller::run(Arc::new(deployment_ctx), changed)
+            deployment_controller::run(Arc::new(deployment_ctx), changed).await
         }
     });
 

@@ -28,6 +28,7 @@ use axum::response::IntoResponse;
 use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use oaas_crds::{OClassDeployment, OCluster, OPackage};
+use oaas_operator_common::Synced;
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -47,7 +48,8 @@ pub struct Rest {
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     authenticator: Authenticator,
-    ready: AtomicBool,
+    /// The caches above are filled.
+    synced: Synced,
     /// Waiting for the leader lease: REST answers, but a Service should send clients to
     /// the leader, whose spokes are connected.
     standby: AtomicBool,
@@ -65,17 +67,29 @@ pub struct Settings {
     pub timeout: Duration,
 }
 
+/// The caches REST answers from, and whether they are filled.
+pub struct Caches {
+    pub packages: Store<OPackage>,
+    pub deployments: Store<OClassDeployment>,
+    pub clusters: Store<OCluster>,
+    pub synced: Synced,
+}
+
 impl Rest {
     pub fn new(
         client: kube::Client,
-        packages: Store<OPackage>,
-        deployments: Store<OClassDeployment>,
-        clusters: Store<OCluster>,
+        caches: Caches,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         settings: Settings,
     ) -> Arc<Self> {
-        let rest = Arc::new(Self {
+        let Caches {
+            packages,
+            deployments,
+            clusters,
+            synced,
+        } = caches;
+        Arc::new(Self {
             client,
             packages,
             deployments,
@@ -84,23 +98,13 @@ impl Rest {
             metrics,
             settings,
             authenticator: Authenticator::default(),
-            ready: AtomicBool::new(false),
+            synced,
             standby: AtomicBool::new(false),
-        });
-        let waiting = rest.clone();
-        tokio::spawn(async move {
-            let synced = tokio::try_join!(
-                waiting.packages.wait_until_ready(),
-                waiting.deployments.wait_until_ready(),
-                waiting.clusters.wait_until_ready(),
-            );
-            waiting.ready.store(synced.is_ok(), Ordering::Release);
-        });
-        rest
+        })
     }
 
     fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.synced.now()
     }
 
     pub fn set_standby(&self, standby: bool) {
