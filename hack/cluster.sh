@@ -41,24 +41,15 @@ context_name() { echo "oaas-$1"; }
 # client certificate (group system:masters) that every component and user authenticates with.
 make_pki() {
   [[ -f "$PKI/admin.crt" ]] && return
-  command -v openssl >/dev/null || die "openssl is required (apt-get install openssl)"
   mkdir -p "$PKI"
   (
     cd "$PKI"
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 \
-      -subj "/CN=oaas-local-ca" -addext "basicConstraints=critical,CA:TRUE" \
-      -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-    leaf() { # name subject extensions
-      openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$2" 2>/dev/null
-      printf '%s\n' "$3" > "$1.ext"
-      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
-        -out "$1.crt" -extfile "$1.ext" 2>/dev/null
-    }
-    leaf apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
+    new_ca oaas-local-ca
+    new_leaf apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
 subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc"
-    leaf admin "/O=system:masters/CN=oaas-admin" "basicConstraints=CA:FALSE
+    new_leaf admin "/O=system:masters/CN=oaas-admin" "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
     openssl genrsa -out sa.key 2048 2>/dev/null

@@ -19,3 +19,20 @@ OAAS_KUBECONFIG="$OAAS_STATE/kubeconfig"
 
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# Certificates, in the current directory. new_ca CN: ca.crt and ca.key.
+new_ca() {
+  command -v openssl >/dev/null || die "openssl is required (apt-get install openssl)"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 825 \
+    -subj "/CN=$1" -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+}
+
+# new_leaf NAME SUBJECT EXTENSIONS: NAME.crt and NAME.key, signed by ./ca.
+new_leaf() {
+  openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$2" 2>/dev/null
+  printf '%s\n' "$3" > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 \
+    -out "$1.crt" -extfile "$1.ext" 2>/dev/null
+  rm -f "$1.csr" "$1.ext"
+}
