@@ -97,6 +97,17 @@ pub fn control_plane(action: &str, context: &str, component: &str) -> anyhow::Re
     Ok(())
 }
 
+/// Who holds the Lease `name` in `namespace` (empty when nobody does).
+pub async fn lease_holder(client: &Client, namespace: &str, name: &str) -> anyhow::Result<String> {
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let lease = leases.get(name).await?;
+    Ok(lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default())
+}
+
 /// The image of a Deployment's first container.
 pub fn image_of(d: &k8s_openapi::api::apps::v1::Deployment) -> String {
     let pod = d.spec.as_ref().and_then(|s| s.template.spec.as_ref());

@@ -434,31 +434,27 @@ async fn bad_requests_get_canonical_codes_that_name_the_problem() -> anyhow::Res
     }
     // Size limits: a request over the gRPC limit (4 MiB) is refused before it is read; a
     // value over the schema's limit is refused by the API server, naming the field.
-    let mut huge = mk_unit("huge");
-    huge.functions[0]
-        .config
-        .insert("BLOB".into(), "x".repeat(5 << 20));
-    let status = spoke
-        .grpc
-        .deploy(deploy_request(huge, "c"))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
-    assert!(
-        status.message().contains("the limit is: 4194304 bytes"),
-        "{status:?}"
-    );
-    let mut long = mk_unit("long");
-    long.functions[0]
-        .config
-        .insert("BLOB".into(), "x".repeat(64 << 10));
-    let status = spoke
-        .grpc
-        .deploy(deploy_request(long, "c"))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains("config"), "{status:?}");
+    let limits = [
+        (
+            5 << 20,
+            tonic::Code::OutOfRange,
+            "the limit is: 4194304 bytes",
+        ),
+        (64 << 10, tonic::Code::InvalidArgument, "config"),
+    ];
+    for (bytes, code, says) in limits {
+        let mut unit = mk_unit("big");
+        unit.functions[0]
+            .config
+            .insert("BLOB".into(), "x".repeat(bytes));
+        let status = spoke
+            .grpc
+            .deploy(deploy_request(unit, "c"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), code, "{bytes} bytes: {status:?}");
+        assert!(status.message().contains(says), "{bytes} bytes: {status:?}");
+    }
 
     let missing = spoke
         .grpc
@@ -802,17 +798,7 @@ async fn of_two_crms_both_serve_grpc_one_reconciles_and_the_other_takes_over() -
     ];
     let mut leader = Crm::start(&context, &ns.name, &env).await?;
     let standby = Crm::start(&context, &ns.name, &env).await?;
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(client.clone(), &ns.name);
-    let holder = || async {
-        let lease = leases.get("oaas-crm").await?;
-        Ok::<_, anyhow::Error>(
-            lease
-                .spec
-                .and_then(|s| s.holder_identity)
-                .unwrap_or_default(),
-        )
-    };
+    let holder = || oaas_e2e::lease_holder(&client, &ns.name, "oaas-crm");
     assert!(
         holder()
             .await?

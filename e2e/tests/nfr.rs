@@ -559,9 +559,5 @@ async fn the_hub_shows_each_spokes_latest_recommendation() -> anyhow::Result<()>
             recommendation.reason
         );
     }
-    kubectl(
-        &hub,
-        &["delete", "-n", &ns, "classdeployment/cart", "--timeout=60s"],
-    )?;
     fleet.delete().await
 }

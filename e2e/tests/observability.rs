@@ -109,16 +109,5 @@ async fn after_a_deployment_the_key_series_have_values_and_logs_are_json() -> an
         );
     }
 
-    kubectl(
-        &fleet.hub,
-        &[
-            "delete",
-            "classdeployment",
-            "obs",
-            "-n",
-            ns,
-            "--timeout=60s",
-        ],
-    )?;
     fleet.delete().await
 }

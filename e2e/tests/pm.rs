@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use oaas_crds::cluster::ClusterHealth;
 use oaas_crds::{ClassRuntime, OClassDeployment};
@@ -295,16 +294,7 @@ async fn of_two_pms_one_leads_and_the_other_takes_over_when_it_dies() -> anyhow:
     let (hub, ns) = (fleet.hub.clone(), fleet.ns.name.clone());
     let selector = format!("{}={ns}", oaas_e2e::E2E_CLUSTER_LABEL);
     let standby = Pm::start_with(&hub, &ns, &selector, &env).await?;
-    let leases: Api<Lease> = Api::namespaced(hub_client.clone(), &lease_ns.name);
-    let holder = || async {
-        let lease = leases.get("oaas-pm").await?;
-        Ok::<_, anyhow::Error>(
-            lease
-                .spec
-                .and_then(|s| s.holder_identity)
-                .unwrap_or_default(),
-        )
-    };
+    let holder = || oaas_e2e::lease_holder(&hub_client, &lease_ns.name, "oaas-pm");
     let first = fleet.pm.process.pid();
     assert!(
         holder().await?.ends_with(&format!("-{first}")),
@@ -350,16 +340,6 @@ async fn of_two_pms_one_leads_and_the_other_takes_over_when_it_dies() -> anyhow:
     kubectl_with_input(&hub, &["apply", "-n", &ns, "-f", "-"], &updated)?;
     wait_echo_rolled_out(&fleet, Duration::from_secs(60)).await?;
     wait_available(&hub, &ns, "record")?;
-    kubectl(
-        &hub,
-        &[
-            "delete",
-            "-n",
-            &ns,
-            "classdeployment/record",
-            "--timeout=60s",
-        ],
-    )?;
     // The standby, now leading, runs the finalizers while everything goes.
     fleet.delete().await?;
     lease_ns.delete().await?;

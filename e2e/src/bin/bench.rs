@@ -50,6 +50,34 @@ pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index].as_secs_f64() * 1000.0
 }
 
+/// Adds p50 and p99 rows; returns the p50 in milliseconds.
+pub fn latencies(
+    rows: &mut Vec<Row>,
+    what: &str,
+    mut took: Vec<Duration>,
+    in_flight: usize,
+) -> f64 {
+    took.sort();
+    let n = took.len();
+    let p50 = percentile(&took, 0.5);
+    let flight = if in_flight > 1 {
+        format!(", {in_flight} in flight")
+    } else {
+        String::new()
+    };
+    rows.push(Row {
+        name: format!("{what}, p50 ({n}{flight})"),
+        value: p50,
+        unit: "ms",
+    });
+    rows.push(Row {
+        name: format!("{what}, p99 ({n}{flight})"),
+        value: percentile(&took, 0.99),
+        unit: "ms",
+    });
+    p50
+}
+
 fn mk_unit(i: usize) -> pb::DeploymentUnit {
     pb::DeploymentUnit {
         id: format!("bench-{i}"),
@@ -123,7 +151,7 @@ async fn bench_crm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     services.wait_until_ready().await?;
 
     // Deploy → every child applied, one unit at a time so queueing does not inflate latency.
-    let mut latencies = Vec::with_capacity(units);
+    let mut took = Vec::with_capacity(units);
     for i in 0..units {
         let started = Instant::now();
         let unit = mk_unit(i);
@@ -150,19 +178,9 @@ async fn bench_crm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
             );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        latencies.push(started.elapsed());
+        took.push(started.elapsed());
     }
-    latencies.sort();
-    rows.push(Row {
-        name: format!("crm: Deploy → children applied, p50 ({units} units)"),
-        value: percentile(&latencies, 0.5),
-        unit: "ms",
-    });
-    rows.push(Row {
-        name: format!("crm: Deploy → children applied, p99 ({units} units)"),
-        value: percentile(&latencies, 0.99),
-        unit: "ms",
-    });
+    latencies(rows, "crm: Deploy → children applied", took, 1);
 
     // Memory with many ClassRuntimes: deploy the rest 32 at a time, wait until all reconciled.
     let started = Instant::now();

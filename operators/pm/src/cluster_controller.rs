@@ -83,13 +83,18 @@ struct Probe {
 }
 
 async fn probe(spoke: &Spoke) -> Result<Probe, String> {
-    let deadline = spoke.timeout.min(Duration::from_secs(5));
+    let deadline = spoke.connection.timeout.min(Duration::from_secs(5));
     let check = tonic_health::pb::HealthCheckRequest {
         service: String::new(),
     };
     let health = tokio::time::timeout(deadline, spoke.health().check(check))
         .await
-        .map_err(|_| format!("no answer from {} within {deadline:?}", spoke.endpoint))?
+        .map_err(|_| {
+            format!(
+                "no answer from {} within {deadline:?}",
+                spoke.connection.endpoint
+            )
+        })?
         .map_err(|s| format!("health check: {} ({:?})", s.message(), s.code()))?;
     let serving = health.into_inner().status()
         == tonic_health::pb::health_check_response::ServingStatus::Serving;
@@ -103,7 +108,7 @@ async fn probe(spoke: &Spoke) -> Result<Probe, String> {
     .map_err(|_| {
         format!(
             "no cluster info from {} within {deadline:?}",
-            spoke.endpoint
+            spoke.connection.endpoint
         )
     })?
     .map_err(|s| format!("cluster info: {} ({:?})", s.message(), s.code()))?

@@ -431,11 +431,11 @@ where
     let mut attempt = 0;
     loop {
         let started = Instant::now();
-        let result = match tokio::time::timeout(spoke.timeout, call()).await {
+        let result = match tokio::time::timeout(spoke.connection.timeout, call()).await {
             Ok(result) => result,
             Err(_) => Err(tonic::Status::deadline_exceeded(format!(
                 "no answer within {:?}",
-                spoke.timeout
+                spoke.connection.timeout
             ))),
         };
         let code = result
@@ -451,7 +451,7 @@ where
                 | tonic::Code::Aborted
                 | tonic::Code::FailedPrecondition
         );
-        if result.is_ok() || !transient || attempt >= spoke.retries {
+        if result.is_ok() || !transient || attempt >= spoke.connection.retries {
             return result;
         }
         attempt += 1;

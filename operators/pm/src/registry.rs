@@ -69,10 +69,7 @@ pub struct Connection {
 #[derive(Clone)]
 pub struct Spoke {
     pub name: String,
-    pub endpoint: String,
-    pub timeout: Duration,
-    pub retries: u32,
-    connection: Connection,
+    pub connection: Connection,
     channel: Channel,
     auth: Auth,
 }
@@ -124,9 +121,6 @@ impl Spoke {
             .map_err(|_| "the bearer token has characters not allowed in a header".to_string())?;
         Ok(Self {
             name: name.into(),
-            endpoint: endpoint.clone(),
-            timeout: connection.timeout,
-            retries: connection.retries,
             channel: channel.connect_lazy(),
             auth: Auth { token },
             connection,
@@ -232,7 +226,7 @@ impl Registry {
         if unchanged {
             return;
         }
-        info!(cluster = %spoke.name, endpoint = %spoke.endpoint, "registering spoke");
+        info!(cluster = %spoke.name, endpoint = %spoke.connection.endpoint, "registering spoke");
         let watch = tokio::spawn(watch_statuses(
             spoke.clone(),
             self.board.clone(),

@@ -22,7 +22,7 @@ use oaas_e2e::{
 };
 use serde_json::{Value, json};
 
-use super::{Row, cache, env_number, percentile, rss_mib};
+use super::{Row, cache, env_number, latencies, rss_mib};
 
 struct Spoke {
     client: Client,
@@ -335,29 +335,6 @@ async fn until_everywhere(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     Ok(took)
-}
-
-/// Adds p50 and p99 rows; returns the p50 in milliseconds.
-fn latencies(rows: &mut Vec<Row>, what: &str, mut took: Vec<Duration>, in_flight: usize) -> f64 {
-    took.sort();
-    let n = took.len();
-    let p50 = percentile(&took, 0.5);
-    let flight = if in_flight > 1 {
-        format!(", {in_flight} in flight")
-    } else {
-        String::new()
-    };
-    rows.push(Row {
-        name: format!("{what}, p50 ({n}{flight})"),
-        value: p50,
-        unit: "ms",
-    });
-    rows.push(Row {
-        name: format!("{what}, p99 ({n}{flight})"),
-        value: percentile(&took, 0.99),
-        unit: "ms",
-    });
-    p50
 }
 
 /// The workloads the CRM made for class `i` on a spoke (Deployments, Services, autoscalers

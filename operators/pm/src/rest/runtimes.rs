@@ -182,7 +182,7 @@ where
 
 fn with_deadline<T>(spoke: &crate::registry::Spoke, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.set_timeout(spoke.timeout);
+    request.set_timeout(spoke.connection.timeout);
     request
 }
 
