@@ -79,3 +79,23 @@ cluster-status:
 # Print the path of the kubeconfig with the oaas-hub, oaas-spoke-a, oaas-spoke-b contexts
 kubeconfig:
     @bash hack/cluster.sh kubeconfig
+
+# The whole system on kind: hub + 2 spokes as kind clusters, PM and CRMs as Pods from images built here, samples
+kind-up:
+    bash hack/kind-up.sh
+
+# Delete the kind clusters kind-up made, and their kubeconfig
+kind-down:
+    bash kind/create.sh down
+
+# Print the path of the kind clusters' kubeconfig (contexts oaas-hub, oaas-spoke-a, oaas-spoke-b)
+kind-kubeconfig:
+    @bash kind/create.sh kubeconfig
+
+# The kind e2e tests against the system on kind (brings it up first if needed)
+e2e-kind *ARGS:
+    bash hack/e2e-kind.sh {{ARGS}}
+
+# Build the container images here, without a registry: node | operators | all
+images *ARGS:
+    bash hack/images.sh {{ARGS}}

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything the project needs, idempotently: Debian packages, `just`, Rust
-# components, and the pinned Kubernetes binaries (built once from Go modules, cached
-# outside the repo). Safe to run again: it only does what is missing.
+# components, the pinned Kubernetes binaries and kind (built once from Go modules, cached
+# outside the repo), and a running Docker daemon. Safe to run again: it only does what is
+# missing.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# prometheus: the NFR analyzer's tests query a real one.
-APT_PACKAGES=(openssl curl procps ca-certificates python3 python3-venv prometheus)
+# prometheus: the NFR analyzer's tests query a real one. debootstrap, gcc, libc6-dev, jq:
+# the kind test bed's images (hack/images.sh; pause is C).
+APT_PACKAGES=(openssl curl procps ca-certificates python3 python3-venv prometheus
+  debootstrap gcc libc6-dev jq)
 
 missing_apt() {
   local p
@@ -58,5 +61,8 @@ install_apt
 check_toolchains
 install_just
 install_schemathesis
-bash "$HACK_DIR/build-k8s.sh"
+# The kind test bed needs a Docker daemon: use the running one, else install and start one.
+bash "$HACK_DIR/docker.sh"
+bash "$HACK_DIR/build-k8s.sh" local
+bash "$HACK_DIR/build-k8s.sh" kind
 log "bootstrap complete"

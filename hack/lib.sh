@@ -13,6 +13,13 @@ K8S_BIN="$OAAS_CACHE/k8s-$K8S_VERSION/bin"
 ETCD_BIN="$OAAS_CACHE/etcd-$ETCD_VERSION/bin"
 KWOK_BIN="$OAAS_CACHE/kwok-$KWOK_VERSION/bin"
 SCHEMATHESIS_VENV="$OAAS_CACHE/schemathesis-$SCHEMATHESIS_VERSION"
+# The kind test bed: kind, and what goes into the node image (kubelet, kubeadm, kube-proxy,
+# crictl, pause, and the etcd and CoreDNS that kubeadm asks for).
+KIND_BIN="$OAAS_CACHE/kind-$KIND_VERSION/bin"
+NODE_BIN="$OAAS_CACHE/kind-node-$K8S_VERSION/bin"
+BUILDX_BIN="$OAAS_CACHE/buildx-$BUILDX_VERSION/bin"
+# The kind clusters' kubeconfig (contexts oaas-hub, oaas-spoke-a, oaas-spoke-b).
+KIND_KUBECONFIG="$OAAS_CACHE/kind/kubeconfig"
 # Running clusters keep their state (etcd data, logs, pid files, kubeconfig) here.
 OAAS_STATE="${OAAS_STATE:-$OAAS_CACHE/clusters}"
 OAAS_KUBECONFIG="$OAAS_STATE/kubeconfig"

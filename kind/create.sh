@@ -1,41 +1,67 @@
 #!/usr/bin/env bash
-# Creates the hub and two spokes as kind clusters, for users who have Docker, with the
-# same context names as the local control planes (oaas-hub, oaas-spoke-a, oaas-spoke-b),
-# so the e2e suite runs unchanged: KUBECONFIG=<file> just e2e
-# Not exercised by this repository's CI (its machines have no Docker engine).
+# The hub and two spokes as kind clusters, with the same context names as the local control
+# planes (oaas-hub, oaas-spoke-a, oaas-spoke-b) in a kubeconfig of their own, so the e2e
+# suite can run against either. `just kind-up` calls it (and installs the system); alone it
+# makes bare clusters.
 #
-#   kind/create.sh [up|down]
+#   kind/create.sh up            create the clusters that do not exist yet (safe to re-run)
+#   kind/create.sh down          delete exactly those clusters and the kubeconfig
+#   kind/create.sh kubeconfig    print the kubeconfig's path
+#   kind/create.sh running       succeed when all three clusters exist
 #   kind/create.sh stop|start CLUSTER COMPONENT   e.g. stop spoke-b kube-apiserver, for the
 #       fault tests (OAAS_E2E_CONTROL_PLANE=kind/create.sh): moves the static Pod's manifest
 #       out of the node's manifest directory, or back
+#
+# KIND_NODE_IMAGE names the node image (hack/images.sh builds one here; unset, kind uses its
+# public kindest/node). kind comes from PATH, else from the cache hack/build-k8s.sh fills.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")"
-KUBECONFIG_OUT="${KUBECONFIG_OUT:-$HOME/.kube/oaas-kind}"
-command -v kind >/dev/null || { echo "kind is required: https://kind.sigs.k8s.io" >&2; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
+cd "$REPO_ROOT/kind"
+CLUSTERS=(hub spoke-a spoke-b)
+PATH="$PATH:$KIND_BIN:$K8S_BIN"
+command -v kind >/dev/null || die "kind is required: hack/build-k8s.sh kind builds it (or https://kind.sigs.k8s.io)"
+
+node() { echo "oaas-$1-control-plane"; }
 
 case "${1:-up}" in
   up)
-    for c in hub spoke-a spoke-b; do
-      kind get clusters | grep -qx "oaas-$c" || kind create cluster --config "$c.yaml" --kubeconfig "$KUBECONFIG_OUT"
-      kubectl --kubeconfig "$KUBECONFIG_OUT" config rename-context "kind-oaas-$c" "oaas-$c" 2>/dev/null || true
+    mkdir -p "$(dirname "$KIND_KUBECONFIG")"
+    image=(); [[ -n ${KIND_NODE_IMAGE:-} ]] && image=(--image "$KIND_NODE_IMAGE")
+    for c in "${CLUSTERS[@]}"; do
+      if kind get clusters 2>/dev/null | grep -qx "oaas-$c"; then
+        log "kind cluster oaas-$c exists"
+        kind export kubeconfig --name "oaas-$c" --kubeconfig "$KIND_KUBECONFIG" >/dev/null 2>&1
+      else
+        log "creating kind cluster oaas-$c"
+        kind create cluster --config "$c.yaml" "${image[@]}" --kubeconfig "$KIND_KUBECONFIG" \
+          --wait 120s || die "kind could not create oaas-$c (docker logs $(node "$c"))"
+      fi
+      kubectl --kubeconfig "$KIND_KUBECONFIG" config delete-context "oaas-$c" >/dev/null 2>&1 || true
+      kubectl --kubeconfig "$KIND_KUBECONFIG" config rename-context "kind-oaas-$c" "oaas-$c" >/dev/null
     done
-    kubectl --kubeconfig "$KUBECONFIG_OUT" config use-context oaas-hub >/dev/null
-    echo "export KUBECONFIG=$KUBECONFIG_OUT"
+    kubectl --kubeconfig "$KIND_KUBECONFIG" config use-context oaas-hub >/dev/null
     ;;
   down)
-    for c in hub spoke-a spoke-b; do kind delete cluster --name "oaas-$c"; done
+    for c in "${CLUSTERS[@]}"; do
+      if kind get clusters 2>/dev/null | grep -qx "oaas-$c"; then kind delete cluster --name "oaas-$c"; fi
+    done
+    rm -f "$KIND_KUBECONFIG"
+    ;;
+  kubeconfig) echo "$KIND_KUBECONFIG" ;;
+  running)
+    for c in "${CLUSTERS[@]}"; do kind get clusters 2>/dev/null | grep -qx "oaas-$c" || exit 1; done
     ;;
   stop | start)
-    [[ $# -eq 3 ]] || { echo "usage: $0 stop|start CLUSTER COMPONENT" >&2; exit 1; }
-    node="oaas-$2-control-plane" manifests=/etc/kubernetes/manifests
+    [[ $# -eq 3 ]] || die "usage: $0 stop|start CLUSTER COMPONENT"
+    n="$(node "$2")" manifests=/etc/kubernetes/manifests
     if [[ $1 == stop ]]; then
-      docker exec "$node" mv "$manifests/$3.yaml" "/etc/kubernetes/$3.yaml"
-      docker exec "$node" sh -c "while crictl ps --name '^$3\$' -q | grep -q .; do sleep 1; done"
+      docker exec "$n" mv "$manifests/$3.yaml" "/etc/kubernetes/$3.yaml"
+      docker exec "$n" sh -c "while crictl ps --name '^$3\$' -q | grep -q .; do sleep 1; done"
     else
-      docker exec "$node" mv "/etc/kubernetes/$3.yaml" "$manifests/$3.yaml"
-      until docker exec "$node" sh -c "crictl ps --name '^$3\$' -q | grep -q ."; do sleep 1; done
-      until kubectl --context "oaas-$2" get --raw /readyz >/dev/null 2>&1; do sleep 1; done
+      docker exec "$n" mv "/etc/kubernetes/$3.yaml" "$manifests/$3.yaml"
+      until docker exec "$n" sh -c "crictl ps --name '^$3\$' -q | grep -q ."; do sleep 1; done
+      until kubectl --kubeconfig "$KIND_KUBECONFIG" --context "oaas-$2" get --raw /readyz >/dev/null 2>&1; do sleep 1; done
     fi
     ;;
-  *) echo "usage: $0 [up|down|stop C COMP|start C COMP]" >&2; exit 1 ;;
+  *) die "usage: $0 [up|down|kubeconfig|running|stop C COMP|start C COMP]" ;;
 esac

@@ -6,6 +6,7 @@
 //! default `oaas-spoke-a,oaas-spoke-b`); the kubeconfig from `KUBECONFIG`.
 #![forbid(unsafe_code)]
 
+mod cluster_facts;
 mod crds;
 mod fleet;
 mod namespace;
@@ -14,6 +15,7 @@ mod prometheus;
 mod rest;
 mod wait;
 
+pub use cluster_facts::{node_counts, runnable_image};
 pub use crds::{install_all_crds, install_crds};
 pub use fleet::{Fleet, FleetSpoke, cluster_health, cluster_manifest, wait_cluster_health};
 pub use namespace::{TestNamespace, delete_all_test_namespaces};

@@ -1,12 +1,13 @@
 //! The local (or kind) clusters behave like real Kubernetes: the hub answers and each
-//! spoke schedules a Deployment's Pods onto its (kwok) Nodes and reports them Ready.
+//! spoke schedules a Deployment's Pods onto its Nodes (kwok's, or kind's real one) and
+//! reports them Ready.
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
-use oaas_e2e::{TestNamespace, client_for, hub_context, spoke_contexts, wait_for};
+use oaas_e2e::{TestNamespace, client_for, hub_context, runnable_image, spoke_contexts, wait_for};
 
 #[tokio::test]
 #[ignore = "needs the local clusters: run `just test`"]
@@ -35,6 +36,7 @@ async fn each_spoke_runs_a_three_replica_deployment_to_ready() -> anyhow::Result
         let client = client_for(&context).await?;
         let ns = TestNamespace::create(&client, "three-replicas").await?;
         let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+        let image = runnable_image(&client).await?;
         let deployment: Deployment = serde_json::from_value(serde_json::json!({
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -44,7 +46,7 @@ async fn each_spoke_runs_a_three_replica_deployment_to_ready() -> anyhow::Result
                 "selector": {"matchLabels": {"app": "web"}},
                 "template": {
                     "metadata": {"labels": {"app": "web"}},
-                    "spec": {"containers": [{"name": "web", "image": "registry.k8s.io/pause:3.10"}]}
+                    "spec": {"containers": [{"name": "web", "image": image}]}
                 }
             }
         }))?;
@@ -59,7 +61,7 @@ async fn each_spoke_runs_a_three_replica_deployment_to_ready() -> anyhow::Result
         let pods = Api::<Pod>::namespaced(client.clone(), &ns.name);
         let ready = wait_for(
             &format!("3 Ready Pods of deployment web in {context}"),
-            Duration::from_secs(30),
+            Duration::from_secs(90),
             || async {
                 let list = pods.list(&ListParams::default().labels("app=web")).await?;
                 let ready = list.items.iter().filter(|p| is_ready(p)).count();

@@ -54,7 +54,7 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
         let echo = deployments.get("example-record-echo").await?;
         assert_eq!(
             image_of(&echo),
-            "ghcr.io/oaas-io/functions/echo:1.0.0",
+            "ghcr.io/oaas/echo-function:0.1.0",
             "{context}"
         );
         assert!(
@@ -64,7 +64,7 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
     }
 
     // A new image in the package rolls both spokes.
-    let updated = package.replace("functions/echo:1.0.0", "functions/echo:1.1.0");
+    let updated = package.replace("echo-function:0.1.0", "echo-function:0.1.1");
     kubectl_with_input(&hub, &["apply", "-n", &ns, "-f", "-"], &updated)?;
     wait_echo_rolled_out(&fleet, Duration::from_secs(30)).await?;
     wait_available(&hub, &ns, "record")?;
@@ -146,16 +146,16 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
     fleet.delete().await
 }
 
-/// Waits until the sample's echo function runs image 1.1.0 in every spoke.
+/// Waits until the sample's echo function runs image 0.1.1 in every spoke.
 async fn wait_echo_rolled_out(fleet: &Fleet, within: Duration) -> anyhow::Result<()> {
     for spoke in &fleet.spokes {
         let deployments: Api<Deployment> = Api::namespaced(spoke.client.clone(), &spoke.ns.name);
         wait_for(
-            &format!("echo 1.1.0 in {}", spoke.context),
+            &format!("echo 0.1.1 in {}", spoke.context),
             within,
             || async {
                 let d = deployments.get("example-record-echo").await?;
-                Ok((image_of(&d) == "ghcr.io/oaas-io/functions/echo:1.1.0").then_some(()))
+                Ok((image_of(&d) == "ghcr.io/oaas/echo-function:0.1.1").then_some(()))
             },
         )
         .await?;
@@ -336,7 +336,7 @@ async fn of_two_pms_one_leads_and_the_other_takes_over_when_it_dies() -> anyhow:
     assert_eq!(oaas_e2e::http_status(standby.port, "/readyz").await?, 200);
 
     // It reconciles: a new image in the package reaches both spokes.
-    let updated = package.replace("functions/echo:1.0.0", "functions/echo:1.1.0");
+    let updated = package.replace("echo-function:0.1.0", "echo-function:0.1.1");
     kubectl_with_input(&hub, &["apply", "-n", &ns, "-f", "-"], &updated)?;
     wait_echo_rolled_out(&fleet, Duration::from_secs(60)).await?;
     wait_available(&hub, &ns, "record")?;
