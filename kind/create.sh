@@ -7,7 +7,7 @@
 #   kind/create.sh up            create the clusters that do not exist yet (safe to re-run)
 #   kind/create.sh down          delete exactly those clusters and the kubeconfig
 #   kind/create.sh kubeconfig    print the kubeconfig's path
-#   kind/create.sh running       succeed when all three clusters exist
+#   kind/create.sh running       succeed when all three clusters exist and their nodes run
 #   kind/create.sh stop|start CLUSTER COMPONENT   e.g. stop spoke-b kube-apiserver, for the
 #       fault tests (OAAS_E2E_CONTROL_PLANE=kind/create.sh): moves the static Pod's manifest
 #       out of the node's manifest directory, or back
@@ -22,13 +22,20 @@ PATH="$PATH:$KIND_BIN:$K8S_BIN"
 command -v kind >/dev/null || die "kind is required: hack/build-k8s.sh kind builds it (or https://kind.sigs.k8s.io)"
 
 node() { echo "oaas-$1-control-plane"; }
+exists() { kind get clusters 2>/dev/null | grep -qx "oaas-$1"; }
+# A cluster whose node container stopped (say, Docker was restarted) is not usable.
+node_running() { [[ "$(docker inspect -f '{{.State.Running}}' "$(node "$1")" 2>/dev/null)" == true ]]; }
 
 case "${1:-up}" in
   up)
     mkdir -p "$(dirname "$KIND_KUBECONFIG")"
     image=(); [[ -n ${KIND_NODE_IMAGE:-} ]] && image=(--image "$KIND_NODE_IMAGE")
     for c in "${CLUSTERS[@]}"; do
-      if kind get clusters 2>/dev/null | grep -qx "oaas-$c"; then
+      if exists "$c" && ! node_running "$c"; then
+        log "kind cluster oaas-$c exists but its node is not running: creating it anew"
+        kind delete cluster --name "oaas-$c"
+      fi
+      if exists "$c"; then
         log "kind cluster oaas-$c exists"
         kind export kubeconfig --name "oaas-$c" --kubeconfig "$KIND_KUBECONFIG" >/dev/null 2>&1
       else
@@ -43,13 +50,13 @@ case "${1:-up}" in
     ;;
   down)
     for c in "${CLUSTERS[@]}"; do
-      if kind get clusters 2>/dev/null | grep -qx "oaas-$c"; then kind delete cluster --name "oaas-$c"; fi
+      if exists "$c"; then kind delete cluster --name "oaas-$c"; fi
     done
     rm -f "$KIND_KUBECONFIG"
     ;;
   kubeconfig) echo "$KIND_KUBECONFIG" ;;
   running)
-    for c in "${CLUSTERS[@]}"; do kind get clusters 2>/dev/null | grep -qx "oaas-$c" || exit 1; done
+    for c in "${CLUSTERS[@]}"; do exists "$c" && node_running "$c" || exit 1; done
     ;;
   stop | start)
     [[ $# -eq 3 ]] || die "usage: $0 stop|start CLUSTER COMPONENT"
