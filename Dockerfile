@@ -31,6 +31,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
       install -m 0755 "target/release/$b" "/out/$b"; \
     done
 
+# The one binary this image is for; a missing or unknown BINARY stops the build here.
+FROM build AS binary
+ARG BINARY
+RUN test -n "${BINARY}" -a -x "/out/${BINARY}" \
+ || { echo "set --build-arg BINARY= to one of: $(ls /out)" >&2; exit 1; }
+
 FROM ${RUNTIME_IMAGE}
 ARG BINARY
 # Documentation only; the Deployments name their ports. PM: 8080 (REST, health, metrics).
@@ -40,8 +46,7 @@ ARG PORTS=8080
 LABEL org.opencontainers.image.title="${BINARY}" \
       org.opencontainers.image.source="https://github.com/oaas-io/oaas-control-plane" \
       org.opencontainers.image.licenses="Apache-2.0"
-# A missing or unknown BINARY fails here, naming the path it looked for.
-COPY --from=build /out/${BINARY} /usr/local/bin/app
+COPY --from=binary /out/${BINARY} /usr/local/bin/app
 # distroless's nonroot user, numerically, so that runAsNonRoot can verify it.
 USER 65532:65532
 EXPOSE ${PORTS}

@@ -90,16 +90,8 @@ for spoke in spoke-a spoke-b; do
   ready "$spoke" oaas-crm "$rolled_out and .status.readyReplicas == .spec.replicas"
 done
 
-log "registering the spokes and applying the samples"
 kubectl --context oaas-hub wait --for=condition=Established crd --all --timeout=60s >/dev/null
-kubectl --context oaas-hub apply -f kind/clusters.yaml >/dev/null
-kubectl --context oaas-hub apply -n default -f manifests/samples/package.yaml \
-  -f manifests/samples/classdeployment.yaml >/dev/null
-if ! kubectl --context oaas-hub wait -n default --for=condition=Available classdeployment/record --timeout=180s >/dev/null; then
-  kubectl --context oaas-hub get classdeployment record -o yaml >&2 || true
-  die "the sample class deployment did not become Available (kubectl --context oaas-hub -n oaas-system logs deploy/oaas-pm)"
-fi
-kubectl --context oaas-hub get oclusters,opackages,classdeployments
+apply_samples kind/clusters.yaml "kubectl --context oaas-hub -n oaas-system logs deploy/oaas-pm"
 log "kind-up finished in $((SECONDS - started))s"
 cat <<MSG
 

@@ -27,6 +27,21 @@ OAAS_KUBECONFIG="$OAAS_STATE/kubeconfig"
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
+# apply_samples CLUSTERS_FILE LOGS_HINT: registers the spokes on the hub (context oaas-hub),
+# applies the sample package and class deployment, waits until the sample is Available (else
+# dies, pointing at LOGS_HINT) and shows what the hub holds. For `just up` and `just kind-up`.
+apply_samples() {
+  log "registering the spokes and applying the samples"
+  kubectl --context oaas-hub apply -f "$1" >/dev/null
+  kubectl --context oaas-hub apply -n default -f "$REPO_ROOT/manifests/samples/package.yaml" \
+    -f "$REPO_ROOT/manifests/samples/classdeployment.yaml" >/dev/null
+  if ! kubectl --context oaas-hub wait -n default --for=condition=Available classdeployment/record --timeout=180s >/dev/null; then
+    kubectl --context oaas-hub get classdeployment record -o yaml >&2 || true
+    die "the sample class deployment did not become Available; see $2"
+  fi
+  kubectl --context oaas-hub get oclusters,opackages,classdeployments
+}
+
 # Certificates, in the current directory. new_ca CN: ca.crt and ca.key.
 new_ca() {
   command -v openssl >/dev/null || die "openssl is required (apt-get install openssl)"

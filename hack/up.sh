@@ -52,15 +52,7 @@ run_operator spoke-b oaas-crm oaas-crm KUBE_CONTEXT=oaas-spoke-b HTTP_PORT=30288
   OPRC_CRM_OPS_PORT=30289 OPRC_CRM_CLUSTER_NAME=spoke-b "${CRM_TLS[@]}"
 run_operator hub oaas-pm oaas-pm KUBE_CONTEXT=oaas-hub SERVER_HOST=127.0.0.1 SERVER_PORT=8080
 
-log "registering the spokes and applying the samples"
-kubectl --context oaas-hub apply -f manifests/samples/clusters.yaml >/dev/null
-kubectl --context oaas-hub apply -n default -f manifests/samples/package.yaml \
-  -f manifests/samples/classdeployment.yaml >/dev/null
-if ! kubectl --context oaas-hub wait -n default --for=condition=Available classdeployment/record --timeout=120s >/dev/null; then
-  kubectl --context oaas-hub get classdeployment record -o yaml >&2 || true
-  die "the sample class deployment did not become Available; logs are in $OAAS_STATE/*/logs/"
-fi
-kubectl --context oaas-hub get oclusters,opackages,classdeployments
+apply_samples manifests/samples/clusters.yaml "the logs in $OAAS_STATE/*/logs/"
 cat <<MSG
 
 The system is up. Try:

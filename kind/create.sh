@@ -5,7 +5,8 @@
 # makes bare clusters.
 #
 #   kind/create.sh up            create the clusters that do not exist yet (safe to re-run)
-#   kind/create.sh down          delete exactly those clusters and the kubeconfig
+#   kind/create.sh down          delete exactly those clusters, the kubeconfig and the
+#                                certificates (built images stay cached)
 #   kind/create.sh kubeconfig    print the kubeconfig's path
 #   kind/create.sh running       succeed when all three clusters exist and their nodes run
 #   kind/create.sh stop|start CLUSTER COMPONENT   e.g. stop spoke-b kube-apiserver, for the
@@ -52,7 +53,8 @@ case "${1:-up}" in
     for c in "${CLUSTERS[@]}"; do
       if exists "$c"; then kind delete cluster --name "oaas-$c"; fi
     done
-    rm -f "$KIND_KUBECONFIG"
+    # The kubeconfig and the certificates kind-up made; the images stay cached.
+    rm -rf "$(dirname "$KIND_KUBECONFIG")"
     ;;
   kubeconfig) echo "$KIND_KUBECONFIG" ;;
   running)

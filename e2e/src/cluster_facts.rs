@@ -4,12 +4,14 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
+async fn nodes(client: &Client) -> anyhow::Result<Vec<Node>> {
+    let list = Api::<Node>::all(client.clone()).list(&ListParams::default());
+    Ok(list.await?.items)
+}
+
 /// Nodes in the cluster, and how many of them are Ready.
 pub async fn node_counts(client: &Client) -> anyhow::Result<(u32, u32)> {
-    let nodes = Api::<Node>::all(client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
+    let nodes = nodes(client).await?;
     let ready = nodes
         .iter()
         .filter(|n| {
@@ -24,11 +26,8 @@ pub async fn node_counts(client: &Client) -> anyhow::Result<(u32, u32)> {
 /// already hold (a real kubelet lists it in `status.images`), else the usual pause name,
 /// which kwok's fake kubelet "runs" without pulling anything.
 pub async fn runnable_image(client: &Client) -> anyhow::Result<String> {
-    let nodes = Api::<Node>::all(client.clone())
-        .list(&ListParams::default())
+    let held = nodes(client)
         .await?
-        .items;
-    let held = nodes
         .iter()
         .filter_map(|n| n.status.as_ref()?.images.as_ref())
         .flatten()

@@ -4,6 +4,11 @@
 //! (`just cluster-up`) and on kind (`kind/create.sh`). Contexts come from the environment:
 //! `OAAS_HUB_CONTEXT` (default `oaas-hub`) and `OAAS_SPOKE_CONTEXTS` (comma separated,
 //! default `oaas-spoke-a,oaas-spoke-b`); the kubeconfig from `KUBECONFIG`.
+//!
+//! What differs between the two comes from the cluster, not from constants: node counts
+//! ([`node_counts`]), an image a Pod can run ([`runnable_image`]). Test workloads name
+//! placeholder images (`img/<name>:<n>`): kwok's fake kubelet "runs" anything, and on kind
+//! `hack/e2e-kind.sh` loads the echo function image under exactly those names.
 #![forbid(unsafe_code)]
 
 mod cluster_facts;

@@ -257,7 +257,8 @@ async fn every_route_answers_and_rest_and_kubectl_show_the_same_objects() -> any
     );
 
     // Update: a new image rolls out; a stale If-Match is a conflict.
-    let updated_doc = sample_package(&clusters)?.replace("greet:1.0.0", "greet:1.1.0");
+    let updated_doc =
+        sample_package(&clusters)?.replace("echo-function:0.1.0", "echo-function:0.1.1");
     let updated = rest
         .send(
             Method::PUT,
@@ -278,19 +279,24 @@ async fn every_route_answers_and_rest_and_kubectl_show_the_same_objects() -> any
         .send()
         .await?;
     assert_eq!(stale.status(), StatusCode::CONFLICT);
-    let spoke = &fleet.spokes[0];
-    let spoke_deployments: Api<Deployment> = Api::namespaced(spoke.client.clone(), &spoke.ns.name);
-    wait_for(
-        "greet 1.1.0 in the first spoke",
-        Duration::from_secs(60),
-        || async {
-            let d = spoke_deployments
-                .get_opt("greeter-greeter-greeter-greet")
-                .await?;
-            Ok(d.filter(|d| image_of(d).ends_with("greet:1.1.0")).map(drop))
-        },
-    )
-    .await?;
+    // The new image reaches every spoke before the state below is read: RUNNING seen while
+    // a spoke had not taken the update yet would turn DEPLOYING under the test's feet.
+    for spoke in &fleet.spokes {
+        let spoke_deployments: Api<Deployment> =
+            Api::namespaced(spoke.client.clone(), &spoke.ns.name);
+        wait_for(
+            &format!("echo-function 0.1.1 in {}", spoke.context),
+            Duration::from_secs(60),
+            || async {
+                let d = spoke_deployments
+                    .get_opt("greeter-greeter-greeter-greet")
+                    .await?;
+                Ok(d.filter(|d| image_of(d).ends_with("echo-function:0.1.1"))
+                    .map(drop))
+            },
+        )
+        .await?;
+    }
 
     // Deployments and their state.
     let status = wait_status(&rest, "greeter", "RUNNING").await?;
@@ -340,9 +346,15 @@ async fn every_route_answers_and_rest_and_kubectl_show_the_same_objects() -> any
         )
         .is_empty()
     );
-    let one = rest.get("/api/v1/deployments/greeter").await?;
-    expect(&one, StatusCode::OK);
-    assert_eq!(one.body["condition"], "RUNNING");
+    let one = wait_for(
+        "GET /deployments/greeter RUNNING",
+        Duration::from_secs(60),
+        || async {
+            let one = rest.get("/api/v1/deployments/greeter").await?;
+            Ok((one.status == StatusCode::OK && one.body["condition"] == "RUNNING").then_some(one))
+        },
+    )
+    .await?;
     assert_eq!(one.body["status"]["replication_factor"], 2);
 
     let eu = json!({"key": "greeter-eu", "package_name": "greeter", "class_key": "Greeter", "target_envs": [clusters[0]], "env_templates": {clusters[0].clone(): "dev"}});

@@ -9,31 +9,19 @@ async fn start(routes: axum::Router) -> SocketAddr {
     addr
 }
 
+async fn post(url: String, body: &'static str) -> serde_json::Value {
+    let answer = reqwest::Client::new().post(url).body(body).send().await;
+    answer.unwrap().json().await.unwrap()
+}
+
 #[tokio::test]
 async fn echo_answers_invocations_and_health() {
     let addr = start(oaas_functions::echo_routes("Record.echo".into())).await;
-    let client = reqwest::Client::new();
-    let json: serde_json::Value = client
-        .post(format!("http://{addr}/invoke"))
-        .body(r#"{"data": [1, 2]}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let json = post(format!("http://{addr}/invoke"), r#"{"data": [1, 2]}"#).await;
     assert_eq!(json["function"], "Record.echo");
     assert_eq!(json["output"]["data"][1], 2);
 
-    let text: serde_json::Value = client
-        .post(format!("http://{addr}/"))
-        .body("not json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let text = post(format!("http://{addr}/"), "not json").await;
     assert_eq!(text["output"], "not json");
 
     let health = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
