@@ -5,8 +5,8 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 
 async fn nodes(client: &Client) -> anyhow::Result<Vec<Node>> {
-    let list = Api::<Node>::all(client.clone()).list(&ListParams::default());
-    Ok(list.await?.items)
+    let api = Api::<Node>::all(client.clone());
+    Ok(api.list(&ListParams::default()).await?.items)
 }
 
 /// Nodes in the cluster, and how many of them are Ready.
