@@ -6,9 +6,9 @@
 //! default `oaas-spoke-a,oaas-spoke-b`); the kubeconfig from `KUBECONFIG`.
 //!
 //! What differs between the two comes from the cluster, not from constants: node counts
-//! ([`node_counts`]), an image a Pod can run ([`runnable_image`]). Test workloads name
-//! placeholder images (`img/<name>:<n>`): kwok's fake kubelet "runs" anything, and on kind
-//! `hack/e2e-kind.sh` loads the echo function image under exactly those names.
+//! ([`node_counts`]), an image a Pod can run ([`runnable_image`]). The suites that run their
+//! own operator processes name placeholder images (`img/<name>:<n>`) that only kwok's fake
+//! kubelet "runs"; they stay on the loopback clusters (the README says why).
 #![forbid(unsafe_code)]
 
 mod cluster_facts;
