@@ -35,7 +35,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 FROM build AS binary
 ARG BINARY
 RUN test -n "${BINARY}" -a -x "/out/${BINARY}" \
- || { echo "set --build-arg BINARY= to one of: $(ls /out)" >&2; exit 1; }
+ || { echo "set --build-arg BINARY= to one of:" $(ls /out) >&2; exit 1; }
 
 FROM ${RUNTIME_IMAGE}
 ARG BINARY

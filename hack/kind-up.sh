@@ -11,11 +11,12 @@ started=$SECONDS
 
 bash "$HACK_DIR/docker.sh"
 bash "$HACK_DIR/build-k8s.sh" kind >/dev/null
-KIND_NODE_IMAGE="$(bash "$HACK_DIR/images.sh" node)"
-# name=tag lines for the operators, the echo function and the ODGM test double.
-declare -A TAG
-while IFS='=' read -r name tag; do TAG[$name]=$tag; done < <(bash "$HACK_DIR/images.sh" operators)
+KIND_NODE_IMAGE="$(bash "$HACK_DIR/images.sh" node)" || exit 1
 export KIND_NODE_IMAGE
+# name=tag lines for the operators, the echo function and the ODGM test double.
+built="$(bash "$HACK_DIR/images.sh" operators)" || exit 1
+declare -A TAG
+while IFS='=' read -r name tag; do TAG[$name]=$tag; done <<<"$built"
 bash "$REPO_ROOT/kind/create.sh" up
 
 # load CLUSTER IMAGE...: copies images from Docker into the cluster's node.
@@ -54,7 +55,7 @@ EOF
 # names the hub dials.
 CERTS="$OAAS_CACHE/kind/pki"
 bash "$HACK_DIR/crm-certs.sh" "$CERTS" oaas-spoke-a-control-plane oaas-spoke-b-control-plane
-# secret CLUSTER CERT KEY: the Secret oaas-crm-tls in oaas-system.
+# secret CLUSTER NAME: the Secret oaas-crm-tls in oaas-system, with NAME.crt and NAME.key.
 secret() {
   kubectl --context "oaas-$1" create namespace oaas-system --dry-run=client -o yaml \
     | kubectl --context "oaas-$1" apply -f - >/dev/null

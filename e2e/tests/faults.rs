@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::Api;
 use kube::api::ListParams;
+use kube::{Api, ResourceExt};
 use oaas_crds::common::Phase;
 use oaas_crds::{ClassRuntime, OClassDeployment};
 use oaas_e2e::{Crm, Fleet, Pm, kubectl_with_input, wait_for};
@@ -49,7 +49,43 @@ async fn wait_available(fleet: &Fleet, count: usize) -> anyhow::Result<usize> {
         Ok((now >= count).then_some(now))
     })
     .await;
-    done.map_err(|e| anyhow::anyhow!("{e}; {} of {DEPLOYMENTS} Available", last.lock().unwrap()))
+    match done {
+        Ok(n) => Ok(n),
+        Err(e) => {
+            let lagging = not_available(fleet).await.unwrap_or_default();
+            let n = *last.lock().unwrap();
+            anyhow::bail!("{e}; {n} of {DEPLOYMENTS} Available; not Available: {lagging}")
+        }
+    }
+}
+
+/// Each class deployment that is not Available, with its phase and each cluster's phase and
+/// message: what a timeout needs to say to be looked into.
+async fn not_available(fleet: &Fleet) -> anyhow::Result<String> {
+    let deployments: Api<OClassDeployment> =
+        Api::namespaced(fleet.hub_client.clone(), &fleet.ns.name);
+    let list = deployments.list(&ListParams::default()).await?;
+    let lagging: Vec<String> = list
+        .items
+        .iter()
+        .filter_map(|d| {
+            let status = d.status.clone().unwrap_or_default();
+            (status.phase != Some(Phase::Available)).then(|| {
+                let clusters: Vec<String> = status
+                    .clusters
+                    .iter()
+                    .map(|c| format!("{}: {:?} {:?}", c.cluster, c.phase, c.message))
+                    .collect();
+                format!(
+                    "{} {:?} [{}]",
+                    d.name_any(),
+                    status.phase,
+                    clusters.join("; ")
+                )
+            })
+        })
+        .collect();
+    Ok(lagging.join(", "))
 }
 
 /// Applies the 50; returns once the rollout is under way but not done.
