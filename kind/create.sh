@@ -50,8 +50,13 @@ case "${1:-up}" in
     kubectl --kubeconfig "$KIND_KUBECONFIG" config use-context oaas-hub >/dev/null
     ;;
   down)
-    for c in "${CLUSTERS[@]}"; do
-      if exists "$c"; then kind delete cluster --name "oaas-$c"; fi
+    # A second pass for what a transient Docker error left; then nothing may remain.
+    for pass in 1 2; do
+      for c in "${CLUSTERS[@]}"; do
+        if exists "$c" || docker inspect "$(node "$c")" >/dev/null 2>&1; then
+          kind delete cluster --name "oaas-$c" || [[ $pass == 1 ]] || die "could not delete oaas-$c"
+        fi
+      done
     done
     # The kubeconfig and the certificates kind-up made; the images stay cached.
     rm -rf "$(dirname "$KIND_KUBECONFIG")"
