@@ -55,23 +55,15 @@ EOF
 # names the hub dials.
 CERTS="$OAAS_CACHE/kind/pki"
 bash "$HACK_DIR/crm-certs.sh" "$CERTS" oaas-spoke-a-control-plane oaas-spoke-b-control-plane
-# secret CLUSTER NAME: the Secret oaas-crm-tls in oaas-system, with NAME.crt and NAME.key.
-secret() {
-  kubectl --context "oaas-$1" create namespace oaas-system --dry-run=client -o yaml \
-    | kubectl --context "oaas-$1" apply -f - >/dev/null
-  kubectl --context "oaas-$1" create secret generic oaas-crm-tls -n oaas-system --dry-run=client -o yaml \
-    --from-file=ca.crt="$CERTS/ca.crt" --from-file=tls.crt="$CERTS/$2.crt" --from-file=tls.key="$CERTS/$2.key" \
-    | kubectl --context "oaas-$1" apply -f - >/dev/null
-}
 
 log "installing the PM in the hub and a CRM in each spoke"
-secret hub pm
+tls_secret oaas-hub "$CERTS" pm
 apply_overlay hub ghcr.io/oaas/oaas-pm "${TAG[ghcr.io/oaas/oaas-pm]}"
 for spoke in spoke-a spoke-b; do
-  secret "$spoke" crm
+  tls_secret "oaas-$spoke" "$CERTS" crm
   apply_overlay "$spoke" ghcr.io/oaas/oaas-crm "${TAG[ghcr.io/oaas/oaas-crm]}"
 done
-# ready CLUSTER DEPLOYMENT JSONPATH-CHECK: waits until the Deployment's status passes.
+# ready CLUSTER DEPLOYMENT JQ-FILTER: waits until the Deployment (in oaas-system) passes.
 ready() {
   local cluster=$1 name=$2 i
   for ((i = 0; i < 90; i++)); do

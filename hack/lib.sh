@@ -42,6 +42,16 @@ apply_samples() {
   kubectl --context oaas-hub get oclusters,opackages,classdeployments
 }
 
+# tls_secret CONTEXT CERTS NAME: the Secret oaas-crm-tls in oaas-system (made if missing)
+# with CERTS/ca.crt and CERTS/NAME.{crt,key} (from hack/crm-certs.sh), applied again as is.
+tls_secret() {
+  kubectl --context "$1" create namespace oaas-system --dry-run=client -o yaml \
+    | kubectl --context "$1" apply -f - >/dev/null
+  kubectl --context "$1" create secret generic oaas-crm-tls -n oaas-system --dry-run=client -o yaml \
+    --from-file=ca.crt="$2/ca.crt" --from-file=tls.crt="$2/$3.crt" --from-file=tls.key="$2/$3.key" \
+    | kubectl --context "$1" apply -f - >/dev/null
+}
+
 # Certificates, in the current directory. new_ca CN: ca.crt and ca.key.
 new_ca() {
   command -v openssl >/dev/null || die "openssl is required (apt-get install openssl)"

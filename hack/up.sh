@@ -38,10 +38,7 @@ run_operator() {
 # the PM, which reads them from the Secret the sample OClusters reference.
 CERTS="$OAAS_STATE/pki/crm"
 bash "$HACK_DIR/crm-certs.sh" "$CERTS"
-kubectl --context oaas-hub create namespace oaas-system --dry-run=client -o yaml | kubectl --context oaas-hub apply -f - >/dev/null
-kubectl --context oaas-hub create secret generic oaas-crm-tls -n oaas-system --dry-run=client -o yaml \
-  --from-file=ca.crt="$CERTS/ca.crt" --from-file=tls.crt="$CERTS/pm.crt" --from-file=tls.key="$CERTS/pm.key" \
-  | kubectl --context oaas-hub apply -f - >/dev/null
+tls_secret oaas-hub "$CERTS" pm
 CRM_TLS=(OPRC_CRM_TLS_CERT_FILE="$CERTS/crm.crt" OPRC_CRM_TLS_KEY_FILE="$CERTS/crm.key"
   OPRC_CRM_TLS_CLIENT_CA_FILE="$CERTS/ca.crt" OPRC_CRM_BIND_ADDRESS=127.0.0.1)
 

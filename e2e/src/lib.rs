@@ -151,3 +151,15 @@ pub async fn client_for(context: &str) -> anyhow::Result<Client> {
         .with_context(|| format!("kube context {context} (run `just cluster-up`?)"))?;
     Ok(Client::try_from(config)?)
 }
+
+/// A Role and RoleBinding for a ServiceAccount in `ns`, granting `verbs` on OPackages.
+pub fn grant(ns: &str, account: &str, verbs: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {account}, namespace: {ns}}}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: {account}, namespace: {ns}}}\n\
+         rules: [{{apiGroups: [oaas.io], resources: [opackages], verbs: [{verbs}]}}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {account}, namespace: {ns}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {account}}}\n\
+         subjects: [{{kind: ServiceAccount, name: {account}, namespace: {ns}}}]\n"
+    )
+}

@@ -12,8 +12,8 @@ use kube::{Api, Client};
 use oaas_crds::OCluster;
 use oaas_crds::cluster::ClusterHealth;
 use oaas_e2e::{
-    RestClient, TestNamespace, client_for, hub_context, kubectl, kubectl_with_input, repo_path,
-    spoke_contexts, wait_for,
+    RestClient, TestNamespace, client_for, grant, hub_context, kubectl, kubectl_with_input,
+    repo_path, spoke_contexts, wait_for,
 };
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -92,12 +92,17 @@ fn wait_available(context: &str, ns: &str, name: &str) -> anyhow::Result<()> {
     .map(drop)
 }
 
+/// The sample package (manifests/samples/package.yaml) named `package`.
+fn sample_package_named(package: &str) -> anyhow::Result<String> {
+    let sample = std::fs::read_to_string(repo_path("manifests/samples/package.yaml"))?;
+    Ok(sample.replace("name: example\n", &format!("name: {package}\n")))
+}
+
 /// The sample package under another name, so a test's objects never meet the sample's on
 /// the spokes, with the sample class deployment of its Record class in `ns`.
 fn sample_as(package: &str, ns: &str) -> anyhow::Result<()> {
     let hub = hub_context();
-    let pkg = std::fs::read_to_string(repo_path("manifests/samples/package.yaml"))?
-        .replace("name: example\n", &format!("name: {package}\n"));
+    let pkg = sample_package_named(package)?;
     let deployment = std::fs::read_to_string(repo_path("manifests/samples/classdeployment.yaml"))?
         .replace("package: example\n", &format!("package: {package}\n"));
     kubectl_with_input(&hub, &["apply", "-n", ns, "-f", "-"], &pkg)?;
@@ -232,20 +237,14 @@ async fn the_rest_facade_answers_through_the_hubs_service() -> anyhow::Result<()
     kubectl_with_input(
         &hub,
         &["apply", "-f", "-"],
-        &format!(
-            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: reader, namespace: {ns}}}\n---\n\
-             apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: reader, namespace: {ns}}}\n\
-             rules: [{{apiGroups: [oaas.io], resources: [opackages], verbs: [get, list]}}]\n---\n\
-             apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: reader, namespace: {ns}}}\n\
-             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: reader}}\n\
-             subjects: [{{kind: ServiceAccount, name: reader, namespace: {ns}}}]\n",
-            ns = ns.name
-        ),
+        &grant(&ns.name, "reader", "get, list"),
     )?;
     let package = format!("rest-{}", &ns.name[ns.name.len() - 6..]);
-    let pkg = std::fs::read_to_string(repo_path("manifests/samples/package.yaml"))?
-        .replace("name: example\n", &format!("name: {package}\n"));
-    kubectl_with_input(&hub, &["apply", "-n", &ns.name, "-f", "-"], &pkg)?;
+    kubectl_with_input(
+        &hub,
+        &["apply", "-n", &ns.name, "-f", "-"],
+        &sample_package_named(&package)?,
+    )?;
     let token = kubectl(&hub, &["create", "token", "reader", "-n", &ns.name])?;
     let reader = rest.with_token(token.trim());
     let answer = wait_for(

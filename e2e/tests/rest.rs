@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use oaas_crds::cluster::ClusterHealth;
 use oaas_e2e::{
-    Answer, Crm, Fleet, Pm, RestClient, TestNamespace, client_for, hub_context, image_of,
+    Answer, Crm, Fleet, Pm, RestClient, TestNamespace, client_for, grant, hub_context, image_of,
     install_all_crds, kubectl, kubectl_with_input, repo_path, wait_cluster_health, wait_for,
 };
 use reqwest::{Method, StatusCode};
@@ -610,18 +610,6 @@ async fn every_route_answers_and_rest_and_kubectl_show_the_same_objects() -> any
     );
 
     fleet.delete().await
-}
-
-/// A Role and RoleBinding for a ServiceAccount in `ns`, granting `verbs` on OPackages.
-fn grant(ns: &str, account: &str, verbs: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {account}, namespace: {ns}}}\n---\n\
-         apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: {account}, namespace: {ns}}}\n\
-         rules: [{{apiGroups: [oaas.io], resources: [opackages], verbs: [{verbs}]}}]\n---\n\
-         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {account}, namespace: {ns}}}\n\
-         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {account}}}\n\
-         subjects: [{{kind: ServiceAccount, name: {account}, namespace: {ns}}}]\n"
-    )
 }
 
 #[tokio::test]
