@@ -6,9 +6,9 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # prometheus: the NFR analyzer's tests query a real one. debootstrap, gcc, libc6-dev, jq:
-# the kind test bed's images (hack/images.sh; pause is C).
+# the kind test bed's images (hack/images.sh; pause is C). shellcheck: `just lint`.
 APT_PACKAGES=(openssl curl procps ca-certificates python3 python3-venv prometheus
-  debootstrap gcc libc6-dev jq)
+  debootstrap gcc libc6-dev jq shellcheck)
 
 missing_apt() {
   local p

@@ -88,7 +88,7 @@ go_install() {
   local out=$1 binary=$2 pkg=$3
   if have_all "$out" "$binary"; then log "$binary: cached in $out"; return; fi
   log "building $pkg into $out"
-  GOBIN="$out" GOFLAGS= go install -trimpath -ldflags "-s -w" "$pkg" || die "building $pkg failed"
+  GOBIN="$out" GOFLAGS='' go install -trimpath -ldflags "-s -w" "$pkg" || die "building $pkg failed"
 }
 
 # The kind test bed: kind itself, and the node image's binaries. The etcd, CoreDNS and pause
@@ -122,7 +122,7 @@ build_buildx() {
     # module, in a writable copy of its source.
     local src="$OAAS_CACHE/build/buildx"
     rm -rf "$src" && mkdir -p "$src" "$BUILDX_BIN"
-    cp -r "$(cd "$src" && GOFLAGS= go mod download -json "github.com/docker/buildx@$BUILDX_VERSION" | jq -r .Dir)/." "$src/"
+    cp -r "$(cd "$src" && GOFLAGS='' go mod download -json "github.com/docker/buildx@$BUILDX_VERSION" | jq -r .Dir)/." "$src/"
     chmod -R u+w "$src"
     (cd "$src" && GOFLAGS=-mod=mod go build -trimpath \
       -ldflags "-s -w -X github.com/docker/buildx/version.Version=$BUILDX_VERSION" \
@@ -148,7 +148,7 @@ build_pause() {
 build_kwok() {
   if have_all "$KWOK_BIN" kwok; then log "kwok $KWOK_VERSION: cached in $KWOK_BIN"; return; fi
   log "building kwok $KWOK_VERSION into $KWOK_BIN"
-  GOBIN="$KWOK_BIN" GOFLAGS= go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" \
+  GOBIN="$KWOK_BIN" GOFLAGS='' go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" \
     || die "building kwok $KWOK_VERSION failed"
 }
 

@@ -15,7 +15,8 @@
 # test run an isolated set next to a developer's clusters, with its own OAAS_STATE.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-CLUSTERS=(${OAAS_CLUSTERS:-hub spoke-a spoke-b})
+# A space-separated list, split into words.
+read -ra CLUSTERS <<<"${OAAS_CLUSTERS:-hub spoke-a spoke-b}"
 PORT_BASE="${OAAS_PORT_BASE:-30000}"
 FAKE_NODES="${OAAS_FAKE_NODES:-3}"
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
@@ -128,7 +129,7 @@ component_kubeconfig() { # a kubeconfig with only this cluster, for its componen
 start_component() {
   local name=$1 comp=$2 idx; idx="$(cluster_index "$name")"
   local dir="$OAAS_STATE/$name" kc="$OAAS_STATE/$name/kubeconfig"
-  local api="https://127.0.0.1:$(port "$idx" apiserver)"
+  local api; api="https://127.0.0.1:$(port "$idx" apiserver)"
   local auth=(--kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc"
     --bind-address 127.0.0.1 --leader-elect=false)
   case $comp in

@@ -3,7 +3,7 @@
 # does what is missing), then runs e2e/tests/kind.rs (the system installed in the clusters)
 # and the suites that start no operator processes of their own (clusters, crd_schemas), one
 # test at a time (one deletes a spoke's CRM Pods). Extra arguments go to the test binaries
-# (a name filter). The other suites stay on the loopback clusters: README, "Real clusters on
+# (a name filter). The other suites stay on the loopback clusters: docs/testing.md, "Not on
 # kind", says why.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"

@@ -123,7 +123,7 @@ node_image() {
 
 node_context() {
   local ctx=$1 kind_src
-  kind_src="$(cd /tmp && GOFLAGS= go mod download -json "sigs.k8s.io/kind@$KIND_VERSION" | jq -r .Dir)"
+  kind_src="$(cd /tmp && GOFLAGS='' go mod download -json "sigs.k8s.io/kind@$KIND_VERSION" | jq -r .Dir)"
   [[ -d $kind_src/images/base/files ]] || { echo "kind $KIND_VERSION sources not found" >&2; return 1; }
   mkdir -p "$ctx/kind-base" "$ctx/bin" "$ctx/images"
   cp -r "$kind_src/images/base/files/." "$ctx/kind-base/"
@@ -202,8 +202,9 @@ build_operators() {
   done
 }
 
-command -v docker >/dev/null && docker info >/dev/null 2>&1 \
-  || die "no Docker daemon answers; run hack/docker.sh (hack/bootstrap.sh does)"
+if ! { command -v docker >/dev/null && docker info >/dev/null 2>&1; }; then
+  die "no Docker daemon answers; run hack/docker.sh (hack/bootstrap.sh does)"
+fi
 case "${1:-all}" in
   node) build_node_image ;;
   operators) build_operators ;;

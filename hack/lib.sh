@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Shared paths and helpers for the hack/ scripts. Source it; do not run it.
+# Its variables are for the scripts that source it, so shellcheck, checking this file on its
+# own, would call them unused (SC2034) throughout.
+# shellcheck disable=SC2034
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

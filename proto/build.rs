@@ -9,10 +9,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     // Ordered maps encode the same way every time, so a message's bytes can be hashed.
     config.btree_map(["."]);
-    tonic_prost_build::configure().compile_with_config(
-        config,
-        &protos,
-        &[PathBuf::from("proto"), protoc_bin_vendored::include_path()?],
-    )?;
+    // Services (clients and servers, which need tonic) only with the `grpc` feature: the pure
+    // core crate uses the messages alone.
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
+    tonic_prost_build::configure()
+        .build_client(grpc)
+        .build_server(grpc)
+        .compile_with_config(
+            config,
+            &protos,
+            &[PathBuf::from("proto"), protoc_bin_vendored::include_path()?],
+        )?;
     Ok(())
 }

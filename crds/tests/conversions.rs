@@ -1,5 +1,4 @@
 //! Resource ↔ protobuf conversions round-trip, and bad deployment units name their field.
-use oaas_crds::OPackage;
 use oaas_crds::class_runtime::{
     ClassRuntimeSpec, ClassRuntimeStatus, FunctionRuntimeStatus, RuntimeFunction,
 };
@@ -86,22 +85,6 @@ fn a_minimal_unit_gets_the_resource_defaults() {
     assert_eq!(spec.consistency_model, ConsistencyModel::None);
     assert_eq!(spec.template, None);
     assert_eq!(spec.odgm, None);
-}
-
-#[test]
-fn sample_package_round_trips_through_protobuf() {
-    let yaml = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../manifests/samples/package.yaml"
-    ))
-    .unwrap();
-    let package: OPackage = serde_yaml::from_str(&yaml).unwrap();
-    let proto = package_to_proto("example", &package.spec);
-    assert_eq!(proto.classes.len(), 2);
-    assert_eq!(proto.functions.len(), 3);
-    let (name, spec) = package_from_proto(&proto);
-    assert_eq!(name, "example");
-    assert_eq!(spec, package.spec);
 }
 
 #[test]

@@ -1,17 +1,18 @@
-//! Generated types and services of the OaaS gRPC contract (see `proto/oaas/*.proto`).
+//! Generated types of the OaaS gRPC contract (see `proto/oaas/*.proto`), and its services
+//! with the `grpc` feature.
 //! `grpc.health.v1` comes from the `tonic-health` crate.
 #![forbid(unsafe_code)]
 #![allow(clippy::all)] // generated code
 
 pub mod common {
-    tonic::include_proto!("oaas.common");
+    include!(concat!(env!("OUT_DIR"), "/oaas.common.rs"));
 }
 pub mod package {
-    tonic::include_proto!("oaas.package");
+    include!(concat!(env!("OUT_DIR"), "/oaas.package.rs"));
 }
 pub mod deployment {
-    tonic::include_proto!("oaas.deployment");
+    include!(concat!(env!("OUT_DIR"), "/oaas.deployment.rs"));
 }
 pub mod crm {
-    tonic::include_proto!("oaas.crm");
+    include!(concat!(env!("OUT_DIR"), "/oaas.crm.rs"));
 }

@@ -2,7 +2,10 @@
 //! answer /metrics, and learn that they should stop.
 #![forbid(unsafe_code)]
 
+pub mod env;
 pub mod leader;
+pub mod reconcile;
+pub mod status;
 mod synced;
 
 pub use synced::Synced;
@@ -33,7 +36,9 @@ pub async fn kube_client() -> anyhow::Result<kube::Client> {
 
 /// Logs to stderr, as text or JSON; `RUST_LOG` sets levels (default info).
 pub fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_env_var("RUST_LOG")
+        .try_from_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if json {

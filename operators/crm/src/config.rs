@@ -1,17 +1,14 @@
 //! Configuration from the environment, as the seeds describe. Invalid values fail start-up
-//! with a message that names the variable.
+//! with a message that names the variable. Only parsing lives here: the settings the
+//! renderer needs are its own types (`render::Settings`), built here.
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::transport::Transport;
+pub use oaas_operator_common::env::ConfigError;
+use oaas_operator_common::env::Env;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Profile {
-    Dev,
-    Edge,
-    Full,
-}
+use crate::render::{self, Features, OdgmSettings, Profile};
+use crate::transport::Transport;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -24,18 +21,17 @@ pub struct Config {
     /// kubelet probes and scrapers when the main port requires client certificates.
     pub ops_port: Option<u16>,
     /// File with the bearer token every gRPC call must carry (`OPRC_CRM_AUTH_TOKEN_FILE`).
-    pub token_file: Option<PathBuf>,
+    pub token_file: Option<std::path::PathBuf>,
     /// Largest gRPC request accepted; larger ones get OUT_OF_RANGE with both sizes.
     pub grpc_max_message_bytes: usize,
     /// Namespace where ClassRuntimes and their workloads live.
     pub namespace: String,
     /// Name of this cluster, reported to the hub.
     pub cluster_name: String,
-    pub profile: Profile,
-    pub features: Features,
+    /// Profile, features and data grid: what every render starts from.
+    pub render: render::Settings,
     /// Fixed availability to report instead of ready/total nodes.
     pub availability_override: Option<f64>,
-    pub odgm: OdgmSettings,
     /// How often to re-check workloads that are not yet Available.
     pub progress_requeue: Duration,
     pub json_logs: bool,
@@ -46,53 +42,17 @@ pub struct Config {
     pub leader: Option<oaas_operator_common::leader::Settings>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Features {
-    pub odgm: bool,
-    pub knative: bool,
-    pub hpa: bool,
-    pub prometheus: bool,
-    pub nfr_enforcement: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct OdgmSettings {
-    pub image: String,
-    pub port: u16,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("invalid configuration: {variable}={value:?}: {problem}")]
-pub struct ConfigError {
-    pub variable: String,
-    pub value: String,
-    pub problem: String,
-}
-
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_vars(&std::env::vars().collect())
     }
 
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let env = Env(vars);
-        let profile = match env.get("OPRC_CRM_PROFILE").unwrap_or("full") {
-            "dev" => Profile::Dev,
-            "edge" => Profile::Edge,
-            "full" | "prod" => Profile::Full,
-            other => return Err(env.error("OPRC_CRM_PROFILE", other, "use dev, edge or full")),
-        };
-        let full = profile == Profile::Full;
-        let features = Features {
-            odgm: env.flag("OPRC_CRM_FEATURES_ODGM", profile != Profile::Dev)?,
-            knative: env.flag("OPRC_CRM_FEATURES_KNATIVE", false)?,
-            hpa: env.flag("OPRC_CRM_FEATURES_HPA", full)?,
-            prometheus: env.flag("OPRC_CRM_FEATURES_PROMETHEUS", false)?,
-            nfr_enforcement: env.flag("OPRC_CRM_FEATURES_NFR_ENFORCEMENT", false)?,
-        };
+        let env = Env::new(vars);
+        let render = render_settings(&env)?;
         let availability_override = match env.get("OPRC_CRM_AVAILABILITY") {
             None => None,
-            Some(raw) => match raw.parse::<f64>() {
+            Some(raw) => match raw.trim().parse::<f64>() {
                 Ok(a) if a > 0.0 && a <= 1.0 => Some(a),
                 _ => {
                     return Err(env.error(
@@ -103,80 +63,86 @@ impl Config {
                 }
             },
         };
-        let namespace = env
-            .get("OPRC_CRM_K8S_NAMESPACE")
-            .unwrap_or("default")
-            .to_string();
-        if namespace.is_empty() {
-            return Err(env.error("OPRC_CRM_K8S_NAMESPACE", "", "must name a namespace"));
-        }
+        let namespace = env.get_or("OPRC_CRM_K8S_NAMESPACE", "default").to_string();
         Ok(Config {
             http_port: env.number("HTTP_PORT", 8088)?,
             transport: transport(&env)?,
-            ops_port: env
-                .get("OPRC_CRM_OPS_PORT")
-                .map(|_| env.number("OPRC_CRM_OPS_PORT", 0))
-                .transpose()?,
-            token_file: env.get("OPRC_CRM_AUTH_TOKEN_FILE").map(PathBuf::from),
+            ops_port: env.optional_number("OPRC_CRM_OPS_PORT")?,
+            token_file: env.path("OPRC_CRM_AUTH_TOKEN_FILE"),
             grpc_max_message_bytes: env.number("OPRC_CRM_GRPC_MAX_MESSAGE_BYTES", 4 << 20)?,
-            bind_address: env
-                .get("OPRC_CRM_BIND_ADDRESS")
-                .unwrap_or("0.0.0.0")
-                .to_string(),
-            namespace: namespace.clone(),
-            cluster_name: env
-                .get("OPRC_CRM_CLUSTER_NAME")
-                .unwrap_or("default")
-                .to_string(),
-            profile,
-            features,
+            bind_address: env.get_or("OPRC_CRM_BIND_ADDRESS", "0.0.0.0").to_string(),
+            cluster_name: env.get_or("OPRC_CRM_CLUSTER_NAME", "default").to_string(),
             availability_override,
-            odgm: OdgmSettings {
-                image: env
-                    .get("OPRC_CRM_ODGM_IMAGE")
-                    .unwrap_or("ghcr.io/pawissanutt/oaas/odgm:latest")
-                    .to_string(),
-                port: env.number("OPRC_CRM_ODGM_PORT", 8081)?,
-            },
-            progress_requeue: Duration::from_secs(
-                env.number("OPRC_CRM_PROGRESS_REQUEUE_SECS", 10)?,
-            ),
+            progress_requeue: env.seconds("OPRC_CRM_PROGRESS_REQUEUE_SECS", 10)?,
             json_logs: env.flag("OPRC_CRM_LOG_JSON", false)?,
-            leader: if env.flag("OPRC_CRM_LEADER_ELECTION", false)? {
-                let duration: u64 = env.number("OPRC_CRM_LEASE_DURATION_SECS", 15)?;
-                if duration < 3 {
-                    let value = duration.to_string();
-                    return Err(env.error(
-                        "OPRC_CRM_LEASE_DURATION_SECS",
-                        &value,
-                        "must be at least 3",
-                    ));
-                }
-                Some(oaas_operator_common::leader::Settings {
-                    namespace: namespace.clone(),
-                    name: env.get("OPRC_CRM_LEASE_NAME").unwrap_or("oaas-crm").into(),
-                    identity: oaas_operator_common::leader::default_identity(),
-                    duration: Duration::from_secs(duration),
-                })
+            leader: leader_settings(&env, &namespace)?,
+            nfr: if render.features.prometheus {
+                Some(nfr_settings(&env, render.features.nfr_enforcement)?)
             } else {
                 None
             },
-            nfr: if features.prometheus {
-                Some(nfr_settings(&env, features.nfr_enforcement)?)
-            } else {
-                None
-            },
+            namespace,
+            render,
         })
     }
 }
 
+/// Profile, features and the data grid; the profile decides the features' defaults.
+fn render_settings(env: &Env) -> Result<render::Settings, ConfigError> {
+    let profile = match env.get_or("OPRC_CRM_PROFILE", "full") {
+        "dev" => Profile::Dev,
+        "edge" => Profile::Edge,
+        "full" | "prod" => Profile::Full,
+        other => return Err(env.error("OPRC_CRM_PROFILE", other, "use dev, edge or full")),
+    };
+    let full = profile == Profile::Full;
+    Ok(render::Settings {
+        profile,
+        features: Features {
+            odgm: env.flag("OPRC_CRM_FEATURES_ODGM", profile != Profile::Dev)?,
+            knative: env.flag("OPRC_CRM_FEATURES_KNATIVE", false)?,
+            hpa: env.flag("OPRC_CRM_FEATURES_HPA", full)?,
+            prometheus: env.flag("OPRC_CRM_FEATURES_PROMETHEUS", false)?,
+            nfr_enforcement: env.flag("OPRC_CRM_FEATURES_NFR_ENFORCEMENT", false)?,
+        },
+        odgm: OdgmSettings {
+            image: env
+                .get_or(
+                    "OPRC_CRM_ODGM_IMAGE",
+                    "ghcr.io/pawissanutt/oaas/odgm:latest",
+                )
+                .to_string(),
+            port: env.number("OPRC_CRM_ODGM_PORT", 8081)?,
+        },
+    })
+}
+
+fn leader_settings(
+    env: &Env,
+    namespace: &str,
+) -> Result<Option<oaas_operator_common::leader::Settings>, ConfigError> {
+    if !env.flag("OPRC_CRM_LEADER_ELECTION", false)? {
+        return Ok(None);
+    }
+    let duration: u64 = env.number("OPRC_CRM_LEASE_DURATION_SECS", 15)?;
+    if duration < 3 {
+        let value = duration.to_string();
+        return Err(env.error("OPRC_CRM_LEASE_DURATION_SECS", &value, "must be at least 3"));
+    }
+    Ok(Some(oaas_operator_common::leader::Settings {
+        namespace: namespace.to_string(),
+        name: env.get_or("OPRC_CRM_LEASE_NAME", "oaas-crm").into(),
+        identity: oaas_operator_common::leader::default_identity(),
+        duration: Duration::from_secs(duration),
+    }))
+}
+
 /// TLS unless plaintext is asked for explicitly; a half-configured TLS is an error.
 fn transport(env: &Env) -> Result<Transport, ConfigError> {
-    let file = |name: &str| env.get(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     let (cert, key, client_ca) = (
-        file("OPRC_CRM_TLS_CERT_FILE"),
-        file("OPRC_CRM_TLS_KEY_FILE"),
-        file("OPRC_CRM_TLS_CLIENT_CA_FILE"),
+        env.path("OPRC_CRM_TLS_CERT_FILE"),
+        env.path("OPRC_CRM_TLS_KEY_FILE"),
+        env.path("OPRC_CRM_TLS_CLIENT_CA_FILE"),
     );
     if env.flag("OPRC_CRM_PLAINTEXT", false)? {
         if cert.is_some() || key.is_some() || client_ca.is_some() {
@@ -217,13 +183,10 @@ fn transport(env: &Env) -> Result<Transport, ConfigError> {
 
 fn nfr_settings(env: &Env, enforcement: bool) -> Result<crate::nfr::Settings, ConfigError> {
     use crate::nfr::{DEFAULT_CPU_QUERY, DEFAULT_MEMORY_QUERY, Settings, decide};
-    let prometheus_url = env.get("OPRC_CRM_PROMETHEUS_URL").ok_or_else(|| {
-        env.error(
-            "OPRC_CRM_PROMETHEUS_URL",
-            "",
-            "OPRC_CRM_FEATURES_PROMETHEUS is on: give the Prometheus base URL, e.g. http://prometheus:9090",
-        )
-    })?;
+    let prometheus_url = env.require(
+        "OPRC_CRM_PROMETHEUS_URL",
+        "OPRC_CRM_FEATURES_PROMETHEUS is on: give the Prometheus base URL, e.g. http://prometheus:9090",
+    )?;
     if !prometheus_url.starts_with("http://") && !prometheus_url.starts_with("https://") {
         return Err(env.error(
             "OPRC_CRM_PROMETHEUS_URL",
@@ -231,14 +194,8 @@ fn nfr_settings(env: &Env, enforcement: bool) -> Result<crate::nfr::Settings, Co
             "must be an http(s) URL",
         ));
     }
-    let seconds = |name: &str, default: u64| -> Result<Duration, ConfigError> {
-        match env.number(name, default)? {
-            0 => Err(env.error(name, "0", "must be at least 1 second")),
-            n => Ok(Duration::from_secs(n)),
-        }
-    };
-    let step = seconds("OPRC_CRM_NFR_STEP_SECS", 30)?;
-    let window = seconds("OPRC_CRM_NFR_WINDOW_SECS", 300)?;
+    let step = env.positive_seconds("OPRC_CRM_NFR_STEP_SECS", 30)?;
+    let window = env.positive_seconds("OPRC_CRM_NFR_WINDOW_SECS", 300)?;
     if window < step {
         return Err(env.error(
             "OPRC_CRM_NFR_WINDOW_SECS",
@@ -246,7 +203,7 @@ fn nfr_settings(env: &Env, enforcement: bool) -> Result<crate::nfr::Settings, Co
             "must be at least OPRC_CRM_NFR_STEP_SECS",
         ));
     }
-    let max_step_text = env.get("OPRC_CRM_ENFORCEMENT_MAX_STEP").unwrap_or("50%");
+    let max_step_text = env.get_or("OPRC_CRM_ENFORCEMENT_MAX_STEP", "50%");
     let max_step = decide::Step::parse(max_step_text).ok_or_else(|| {
         env.error(
             "OPRC_CRM_ENFORCEMENT_MAX_STEP",
@@ -256,63 +213,24 @@ fn nfr_settings(env: &Env, enforcement: bool) -> Result<crate::nfr::Settings, Co
     })?;
     Ok(Settings {
         prometheus_url: prometheus_url.to_string(),
-        interval: seconds("OPRC_CRM_ANALYZER_INTERVAL_SECS", 60)?,
+        interval: env.positive_seconds("OPRC_CRM_ANALYZER_INTERVAL_SECS", 60)?,
         window,
         step,
-        rate_window: seconds("OPRC_CRM_NFR_RATE_WINDOW_SECS", 120)?,
-        query_timeout: seconds("OPRC_CRM_PROMETHEUS_TIMEOUT_SECS", 5)?,
+        rate_window: env.positive_seconds("OPRC_CRM_NFR_RATE_WINDOW_SECS", 120)?,
+        query_timeout: env.positive_seconds("OPRC_CRM_PROMETHEUS_TIMEOUT_SECS", 5)?,
         cpu_query: env
-            .get("OPRC_CRM_NFR_CPU_QUERY")
-            .unwrap_or(DEFAULT_CPU_QUERY)
+            .get_or("OPRC_CRM_NFR_CPU_QUERY", DEFAULT_CPU_QUERY)
             .to_string(),
         memory_query: env
-            .get("OPRC_CRM_NFR_MEMORY_QUERY")
-            .unwrap_or(DEFAULT_MEMORY_QUERY)
+            .get_or("OPRC_CRM_NFR_MEMORY_QUERY", DEFAULT_MEMORY_QUERY)
             .to_string(),
         enforcement,
         safeguards: decide::Safeguards {
-            stability: Duration::from_secs(env.number("OPRC_CRM_ENFORCEMENT_STABILITY_SECS", 300)?),
-            cooldown: Duration::from_secs(env.number("OPRC_CRM_ENFORCEMENT_COOLDOWN_SECS", 600)?),
+            stability: env.seconds("OPRC_CRM_ENFORCEMENT_STABILITY_SECS", 300)?,
+            cooldown: env.seconds("OPRC_CRM_ENFORCEMENT_COOLDOWN_SECS", 600)?,
             max_step,
         },
     })
-}
-
-struct Env<'a>(&'a HashMap<String, String>);
-
-impl Env<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-
-    fn error(&self, variable: &str, value: &str, problem: &str) -> ConfigError {
-        ConfigError {
-            variable: variable.into(),
-            value: value.into(),
-            problem: problem.into(),
-        }
-    }
-
-    fn flag(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
-        match self.get(name).map(str::to_ascii_lowercase).as_deref() {
-            None => Ok(default),
-            Some("true" | "1" | "yes" | "on") => Ok(true),
-            Some("false" | "0" | "no" | "off") => Ok(false),
-            Some(other) => Err(self.error(name, other, "use true or false")),
-        }
-    }
-
-    fn number<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, ConfigError> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(raw) => raw
-                .parse()
-                .map_err(|_| self.error(name, raw, "must be a whole number in range")),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -391,20 +309,24 @@ mod tests {
         let config = Config::from_vars(&mk_vars(&[])).unwrap();
         assert_eq!(config.http_port, 8088);
         assert_eq!(config.namespace, "default");
-        assert_eq!(config.profile, Profile::Full);
-        assert!(config.features.odgm && config.features.hpa && !config.features.knative);
+        assert_eq!(config.render.profile, Profile::Full);
+        assert!(
+            config.render.features.odgm
+                && config.render.features.hpa
+                && !config.render.features.knative
+        );
     }
 
     #[test]
     fn dev_profile_turns_odgm_and_hpa_off_unless_asked() {
         let dev = Config::from_vars(&mk_vars(&[("OPRC_CRM_PROFILE", "dev")])).unwrap();
-        assert!(!dev.features.odgm && !dev.features.hpa);
+        assert!(!dev.render.features.odgm && !dev.render.features.hpa);
         let with_odgm = Config::from_vars(&mk_vars(&[
             ("OPRC_CRM_PROFILE", "dev"),
             ("OPRC_CRM_FEATURES_ODGM", "true"),
         ]))
         .unwrap();
-        assert!(with_odgm.features.odgm);
+        assert!(with_odgm.render.features.odgm);
     }
 
     #[test]

@@ -120,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
         } => "TLS",
         transport::Transport::Tls { .. } => "mutual TLS",
     };
-    info!(%addr, transport, namespace = %config.namespace, profile = ?config.profile, "oaas-crm serving gRPC and HTTP");
+    info!(%addr, transport, namespace = %config.namespace, profile = ?config.render.profile, "oaas-crm serving gRPC and HTTP");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     if let Some(port) = config.ops_port {
         let listener = tokio::net::TcpListener::bind((config.bind_address.as_str(), port))

@@ -4,7 +4,7 @@
 //! is on.
 use oaas_crds::common::{NfrRequirements, Template};
 
-use crate::config::Profile;
+use crate::render::Profile;
 
 /// Latency below which cold starts (Knative scale-to-zero) are a poor fit.
 const TIGHT_LATENCY_MS: u32 = 100;

@@ -13,7 +13,7 @@ use tracing::info;
 
 use crate::config::{ClusterConfig, resource_name};
 
-const FIELD_MANAGER: &str = "oaas-pm-bootstrap";
+use oaas_core::wire::PM_BOOTSTRAP_FIELD_MANAGER as FIELD_MANAGER;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {

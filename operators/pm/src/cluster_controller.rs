@@ -10,31 +10,32 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::finalizer::Event as Finalizer;
 use kube::{Client, ResourceExt};
+use oaas_core::wire::CLUSTER_REGISTRY_FINALIZER;
 use oaas_crds::OCluster;
 use oaas_crds::cluster::{CircuitState, ClusterHealth, OClusterStatus};
 use oaas_crds::conditions::{self, Desired, READY};
-use oaas_proto::crm::GetClusterInfoRequest;
-use serde_json::json;
+use oaas_operator_common::status::StatusWriter;
 use tracing::{info, instrument, warn};
 
 use crate::Error;
+use crate::error::with_finalizer;
 use crate::metrics::Metrics;
 use crate::registry::{Connection, Registry, Spoke, TlsMaterial};
 use crate::scope::Scope;
+use crate::spoke_client::SpokeClient;
 use crate::triggers::spec_changes;
-
-pub const FINALIZER: &str = "oaas.io/cluster-registry";
-const FIELD_MANAGER: &str = "oaas-pm";
 
 pub struct Context {
     pub client: Client,
     pub scope: Scope,
     pub registry: Arc<Registry>,
+    pub spokes: SpokeClient,
     pub metrics: Arc<Metrics>,
+    pub status: StatusWriter<OClusterStatus>,
 }
 
 pub async fn run(ctx: Arc<Context>) {
@@ -57,63 +58,27 @@ fn error_policy(cluster: Arc<OCluster>, error: &Error, _: Arc<Context>) -> Actio
 #[instrument(skip_all, fields(cluster = %cluster.name_any()))]
 async fn reconcile(cluster: Arc<OCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api = Api::<OCluster>::all(ctx.client.clone());
-    let started = Instant::now();
-    let result = finalizer(&api, FINALIZER, cluster, |event| async {
-        match event {
-            Finalizer::Apply(cluster) => check(&cluster, &ctx).await,
-            Finalizer::Cleanup(cluster) => {
-                info!(cluster = %cluster.name_any(), "unregistering spoke");
-                ctx.registry.remove(&cluster.name_any());
-                ctx.metrics.forget_cluster(&cluster.name_any());
-                Ok(Action::await_change())
+    let metrics = &ctx.metrics;
+    with_finalizer(
+        &api,
+        CLUSTER_REGISTRY_FINALIZER,
+        cluster,
+        metrics,
+        "ocluster",
+        |event| async {
+            match event {
+                Finalizer::Apply(cluster) => check(&cluster, &ctx).await,
+                Finalizer::Cleanup(cluster) => {
+                    info!(cluster = %cluster.name_any(), "unregistering spoke");
+                    ctx.registry.remove(&cluster.name_any());
+                    ctx.metrics.forget_cluster(&cluster.name_any());
+                    ctx.status.forget(cluster.as_ref());
+                    Ok(Action::await_change())
+                }
             }
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics
-        .observe_reconcile("ocluster", started.elapsed(), result.is_err());
-    result
-}
-
-/// What one health check found.
-struct Probe {
-    serving: bool,
-    info: oaas_proto::crm::ClusterInfo,
-}
-
-async fn probe(spoke: &Spoke) -> Result<Probe, String> {
-    let deadline = spoke.connection.timeout.min(Duration::from_secs(5));
-    let check = tonic_health::pb::HealthCheckRequest {
-        service: String::new(),
-    };
-    let health = tokio::time::timeout(deadline, spoke.health().check(check))
-        .await
-        .map_err(|_| {
-            format!(
-                "no answer from {} within {deadline:?}",
-                spoke.connection.endpoint
-            )
-        })?
-        .map_err(|s| format!("health check: {} ({:?})", s.message(), s.code()))?;
-    let serving = health.into_inner().status()
-        == tonic_health::pb::health_check_response::ServingStatus::Serving;
-    // A CRM that answers but cannot reach its own API server cannot deploy anything: the
-    // cluster is as unreachable as if the CRM were silent.
-    let info = tokio::time::timeout(
-        deadline,
-        spoke.info().get_cluster_info(GetClusterInfoRequest {}),
+        },
     )
     .await
-    .map_err(|_| {
-        format!(
-            "no cluster info from {} within {deadline:?}",
-            spoke.connection.endpoint
-        )
-    })?
-    .map_err(|s| format!("cluster info: {} ({:?})", s.message(), s.code()))?
-    .into_inner();
-    Ok(Probe { serving, info })
 }
 
 /// The data of a Secret the OCluster references.
@@ -188,7 +153,7 @@ async fn check(cluster: &OCluster, ctx: &Context) -> Result<Action, Error> {
     let spec = &cluster.spec;
     let interval = Duration::from_secs(spec.health_check_interval_seconds.into());
     let open_for = Duration::from_secs(spec.circuit_open_seconds.into());
-    let previous = cluster.status.clone().unwrap_or_default();
+    let previous = ctx.status.current(cluster, cluster.status.as_ref());
 
     let spoke = match connection(ctx, cluster)
         .await
@@ -216,16 +181,9 @@ async fn check(cluster: &OCluster, ctx: &Context) -> Result<Action, Error> {
     ctx.registry.upsert(spoke.clone());
 
     let now = Instant::now();
-    let mut breaker = ctx
-        .registry
-        .breakers
-        .lock()
-        .expect("breaker lock")
-        .get(&name)
-        .cloned()
-        .unwrap_or_default();
+    let mut breaker = ctx.registry.breaker(&name);
     let outcome = if breaker.allow(now, open_for) {
-        let result = probe(&spoke).await;
+        let result = ctx.spokes.probe(&spoke).await.map_err(|e| e.to_string());
         match &result {
             Ok(_) => breaker.success(),
             Err(_) => breaker.failure(now, spec.failure_threshold),
@@ -238,11 +196,7 @@ async fn check(cluster: &OCluster, ctx: &Context) -> Result<Action, Error> {
         .wait(Instant::now(), open_for)
         .map(|w| w.min(interval))
         .unwrap_or(interval);
-    ctx.registry
-        .breakers
-        .lock()
-        .expect("breaker lock")
-        .insert(name.clone(), breaker.clone());
+    ctx.registry.set_breaker(&name, breaker.clone());
 
     let mut status = OClusterStatus {
         observed_generation: cluster.metadata.generation,
@@ -325,19 +279,10 @@ async fn write_status(
         cluster.metadata.generation,
         &now,
     );
-    if &status == previous {
-        return Ok(());
+    let health = (previous.health, status.health);
+    let api = Api::<OCluster>::all(ctx.client.clone());
+    if ctx.status.write(&api, cluster, previous, status).await? && health.0 != health.1 {
+        info!(cluster = %cluster.name_any(), from = ?health.0, to = ?health.1, "cluster health changed");
     }
-    if status.health != previous.health {
-        info!(cluster = %cluster.name_any(), from = ?previous.health, to = ?status.health, "cluster health changed");
-    }
-    let patch = json!({"apiVersion": "oaas.io/v1alpha1", "kind": "OCluster", "status": status});
-    Api::<OCluster>::all(ctx.client.clone())
-        .patch_status(
-            &cluster.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
     Ok(())
 }

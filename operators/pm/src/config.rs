@@ -3,6 +3,8 @@
 //! them into OCluster resources at start-up. Invalid values stop start-up with a message.
 use std::collections::{BTreeMap, HashMap};
 
+pub use oaas_operator_common::env::ConfigError;
+use oaas_operator_common::env::Env;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -46,19 +48,13 @@ pub struct TlsFiles {
     pub insecure: bool,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("invalid configuration: {variable}: {problem}")]
-pub struct ConfigError {
-    pub variable: String,
-    pub problem: String,
+fn error(variable: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::new(variable, problem)
 }
 
-fn error(variable: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        variable: variable.into(),
-        problem: problem.into(),
-    }
-}
+/// Where each listed cluster's variables live: `CRM_CLUSTER_<NAME>_URL` and so on, `<NAME>`
+/// being the cluster's name in upper case with other characters as `_`.
+const CLUSTER_VARIABLES: &str = "CRM_CLUSTER_<NAME>_";
 
 /// Settings every cluster inherits unless its own entry says otherwise.
 #[derive(Debug, Clone, Copy)]
@@ -76,7 +72,7 @@ impl Config {
     }
 
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let env = Env(vars);
+        let env = Env::new(vars);
         let defaults = Defaults {
             timeout: env.number("CRM_DEFAULT_TIMEOUT", 30)?,
             retries: env.number("CRM_DEFAULT_RETRY_ATTEMPTS", 3)?,
@@ -100,13 +96,13 @@ impl Config {
         validate(&clusters)?;
         mark_default(&mut clusters, env.get("CRM_DEFAULT_CLUSTER"))?;
         Ok(Config {
-            server_host: env.get("SERVER_HOST").unwrap_or("127.0.0.1").into(),
+            server_host: env.get_or("SERVER_HOST", "127.0.0.1").into(),
             server_port: env.number("SERVER_PORT", 8080)?,
-            namespace: env.get("OAAS_PM_NAMESPACE").unwrap_or("oaas-system").into(),
+            namespace: env.get_or("OAAS_PM_NAMESPACE", "oaas-system").into(),
             clusters,
             json_logs: env.flag("OAAS_PM_LOG_JSON", false)?,
-            watch_namespace: env.get("OAAS_PM_WATCH_NAMESPACE").map(String::from),
-            cluster_selector: env.get("OAAS_PM_CLUSTER_SELECTOR").map(String::from),
+            watch_namespace: env.string("OAAS_PM_WATCH_NAMESPACE"),
+            cluster_selector: env.string("OAAS_PM_CLUSTER_SELECTOR"),
             rest: rest_settings(&env)?,
             leader: leader_settings(&env)?,
         })
@@ -132,14 +128,14 @@ fn leader_settings(
         .unwrap_or("oaas-system");
     Ok(Some(oaas_operator_common::leader::Settings {
         namespace: namespace.into(),
-        name: env.get("OAAS_PM_LEASE_NAME").unwrap_or("oaas-pm").into(),
+        name: env.get_or("OAAS_PM_LEASE_NAME", "oaas-pm").into(),
         identity: oaas_operator_common::leader::default_identity(),
         duration: std::time::Duration::from_secs(duration),
     }))
 }
 
 fn rest_settings(env: &Env) -> Result<crate::rest::Settings, ConfigError> {
-    let auth = match env.get("OAAS_PM_REST_AUTH").unwrap_or("none") {
+    let auth = match env.get_or("OAAS_PM_REST_AUTH", "none") {
         "none" => false,
         "kubernetes" => true,
         other => {
@@ -149,15 +145,15 @@ fn rest_settings(env: &Env) -> Result<crate::rest::Settings, ConfigError> {
             ));
         }
     };
-    let namespace = env.get("OAAS_PM_REST_NAMESPACE").unwrap_or("default");
+    let namespace = env.get_or("OAAS_PM_REST_NAMESPACE", "default");
     oaas_crds::validation::check_dns_label(namespace)
         .map_err(|p| error("OAAS_PM_REST_NAMESPACE", p))?;
     Ok(crate::rest::Settings {
         default_namespace: namespace.into(),
-        watch_namespace: env.get("OAAS_PM_WATCH_NAMESPACE").map(String::from),
+        watch_namespace: env.string("OAAS_PM_WATCH_NAMESPACE"),
         auth,
         body_limit: env.number("OAAS_PM_REST_BODY_LIMIT_BYTES", 1024 * 1024)?,
-        timeout: std::time::Duration::from_secs(env.number("OAAS_PM_REST_TIMEOUT_SECONDS", 30)?),
+        timeout: env.seconds("OAAS_PM_REST_TIMEOUT_SECONDS", 30)?,
     })
 }
 
@@ -252,49 +248,31 @@ fn from_json(json: &str, defaults: Defaults) -> Result<Vec<ClusterConfig>, Confi
         .collect()
 }
 
-/// Variable prefix of a cluster: its name in upper case, other characters as `_`.
-pub fn env_prefix(name: &str) -> String {
-    let upper: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("CRM_CLUSTER_{upper}_")
-}
-
 fn from_list(env: &Env, list: &str, defaults: Defaults) -> Result<Vec<ClusterConfig>, ConfigError> {
     list.split(',')
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .map(|name| {
-            let prefix = env_prefix(name);
-            let var = |suffix: &str| format!("{prefix}{suffix}");
-            let url = env.get(&var("URL")).ok_or_else(|| {
-                error(
-                    var("URL"),
-                    format!("required for cluster {name:?} listed in CRM_CLUSTERS"),
-                )
-            })?;
+            let cluster = env.scope(CLUSTER_VARIABLES, name);
+            let url = cluster.require(
+                "URL",
+                &format!("required for cluster {name:?} listed in CRM_CLUSTERS"),
+            )?;
             let tls_files = TlsFiles {
-                ca_cert: env.get(&var("TLS_CA_CERT_PATH")).map(String::from),
-                client_cert: env.get(&var("TLS_CLIENT_CERT_PATH")).map(String::from),
-                client_key: env.get(&var("TLS_CLIENT_KEY_PATH")).map(String::from),
-                insecure: env.flag(&var("TLS_INSECURE"), false)?,
+                ca_cert: cluster.string("TLS_CA_CERT_PATH"),
+                client_cert: cluster.string("TLS_CLIENT_CERT_PATH"),
+                client_key: cluster.string("TLS_CLIENT_KEY_PATH"),
+                insecure: cluster.flag("TLS_INSECURE", false)?,
             };
             // TLS is on when asked for, or inferred from any TLS_* setting unless turned off.
             let any_tls = tls_files != TlsFiles::default();
-            let tls_on = env.optional_flag(&var("TLS_ENABLED"))?.unwrap_or(any_tls);
+            let tls_on = cluster.optional_flag("TLS_ENABLED")?.unwrap_or(any_tls);
             Ok(ClusterConfig {
                 name: name.into(),
                 url: url.into(),
-                timeout_seconds: env.number(&var("TIMEOUT"), defaults.timeout)?,
-                retry_attempts: env.number(&var("RETRY_ATTEMPTS"), defaults.retries)?,
-                api_key: env.get(&var("API_KEY")).map(String::from),
+                timeout_seconds: cluster.number("TIMEOUT", defaults.timeout)?,
+                retry_attempts: cluster.number("RETRY_ATTEMPTS", defaults.retries)?,
+                api_key: cluster.string("API_KEY"),
                 tls: tls_on.then_some(tls_files),
                 ..defaults.cluster()
             })
@@ -364,249 +342,5 @@ pub fn resource_name(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
-struct Env<'a>(&'a HashMap<String, String>);
-
-impl Env<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.trim().is_empty())
-    }
-
-    fn optional_flag(&self, name: &str) -> Result<Option<bool>, ConfigError> {
-        match self.get(name).map(str::to_ascii_lowercase).as_deref() {
-            None => Ok(None),
-            Some("true" | "1" | "yes" | "on") => Ok(Some(true)),
-            Some("false" | "0" | "no" | "off") => Ok(Some(false)),
-            Some(other) => Err(error(name, format!("{other:?}: use true or false"))),
-        }
-    }
-
-    fn flag(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
-        Ok(self.optional_flag(name)?.unwrap_or(default))
-    }
-
-    fn number<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, ConfigError> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(raw) => raw
-                .trim()
-                .parse()
-                .map_err(|_| error(name, format!("{raw:?}: must be a whole number in range"))),
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_vars(
-            &pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-    }
-
-    #[test]
-    fn leader_election_is_off_unless_asked_and_its_lease_is_configurable() {
-        assert_eq!(parse(&[]).unwrap().leader, None);
-        let on = parse(&[
-            ("OAAS_PM_LEADER_ELECTION", "true"),
-            ("OAAS_PM_NAMESPACE", "ops"),
-        ])
-        .unwrap();
-        let lease = on.leader.unwrap();
-        assert_eq!(
-            (lease.namespace.as_str(), lease.name.as_str()),
-            ("ops", "oaas-pm")
-        );
-        assert_eq!(lease.duration, std::time::Duration::from_secs(15));
-        let err = parse(&[
-            ("OAAS_PM_LEADER_ELECTION", "true"),
-            ("OAAS_PM_LEASE_DURATION_SECS", "1"),
-        ])
-        .unwrap_err();
-        assert_eq!(err.variable, "OAAS_PM_LEASE_DURATION_SECS");
-        let err = parse(&[("OAAS_PM_REST_AUTH", "basic")]).unwrap_err();
-        assert_eq!(err.variable, "OAAS_PM_REST_AUTH");
-        let err = parse(&[("OAAS_PM_REST_NAMESPACE", "Not_Valid")]).unwrap_err();
-        assert_eq!(err.variable, "OAAS_PM_REST_NAMESPACE");
-    }
-
-    fn names(config: &Config) -> Vec<&str> {
-        config.clusters.iter().map(|c| c.name.as_str()).collect()
-    }
-
-    #[test]
-    fn nothing_set_means_no_clusters_and_the_default_address() {
-        let config = parse(&[]).unwrap();
-        assert!(config.clusters.is_empty());
-        assert_eq!(
-            (config.server_host.as_str(), config.server_port),
-            ("127.0.0.1", 8080)
-        );
-    }
-
-    #[test]
-    fn default_url_makes_one_default_cluster() {
-        let config = parse(&[
-            ("CRM_DEFAULT_URL", "http://crm:8088"),
-            ("CRM_DEFAULT_TIMEOUT", "7"),
-        ])
-        .unwrap();
-        assert_eq!(names(&config), ["default"]);
-        assert!(config.clusters[0].default);
-        assert_eq!(config.clusters[0].timeout_seconds, 7);
-    }
-
-    #[test]
-    fn json_object_form() {
-        let json = r#"{"prod": {"url": "http://crm-prod:8088"}, "staging": {"url": "http://crm-stg:8088", "retry_attempts": 5}}"#;
-        let config = parse(&[
-            ("CRM_CLUSTERS_JSON", json),
-            ("CRM_DEFAULT_CLUSTER", "staging"),
-        ])
-        .unwrap();
-        assert_eq!(names(&config), ["prod", "staging"]);
-        assert_eq!(config.clusters[1].retry_attempts, 5);
-        assert!(config.clusters[1].default && !config.clusters[0].default);
-    }
-
-    #[test]
-    fn json_array_form_with_tls() {
-        let json = r#"[{"name": "prod", "url": "https://crm-prod:8088", "timeout": 30, "retry_attempts": 3, "tls": {"ca_cert": "/path/ca.pem"}}]"#;
-        let config = parse(&[("CRM_CLUSTERS_JSON", json)]).unwrap();
-        let tls = config.clusters[0].tls.as_ref().unwrap();
-        assert_eq!(tls.ca_cert.as_deref(), Some("/path/ca.pem"));
-        assert!(config.clusters[0].default, "first cluster is the default");
-    }
-
-    #[test]
-    fn json_wins_over_the_list_and_the_default_url() {
-        let config = parse(&[
-            ("CRM_CLUSTERS_JSON", r#"{"a": {"url": "http://a:1"}}"#),
-            ("CRM_CLUSTERS", "b"),
-            ("CRM_CLUSTER_B_URL", "http://b:1"),
-            ("CRM_DEFAULT_URL", "http://c:1"),
-        ])
-        .unwrap();
-        assert_eq!(names(&config), ["a"]);
-    }
-
-    #[test]
-    fn list_with_prefixes_and_inferred_tls() {
-        let config = parse(&[
-            ("CRM_CLUSTERS", "default, prod,edge-eu"),
-            ("CRM_CLUSTER_DEFAULT_URL", "http://d:1"),
-            ("CRM_CLUSTER_PROD_URL", "https://p:1"),
-            ("CRM_CLUSTER_PROD_API_KEY", "secret"),
-            ("CRM_CLUSTER_PROD_TIMEOUT", "9"),
-            ("CRM_CLUSTER_EDGE_EU_URL", "https://e:1"),
-            ("CRM_CLUSTER_EDGE_EU_TLS_CA_CERT_PATH", "/ca.pem"),
-        ])
-        .unwrap();
-        assert_eq!(names(&config), ["default", "prod", "edge-eu"]);
-        assert!(config.clusters[0].default, "the cluster named default");
-        assert_eq!(config.clusters[1].api_key.as_deref(), Some("secret"));
-        assert_eq!(config.clusters[1].timeout_seconds, 9);
-        assert!(config.clusters[1].tls.is_none());
-        assert_eq!(
-            config.clusters[2].tls.as_ref().unwrap().ca_cert.as_deref(),
-            Some("/ca.pem")
-        );
-    }
-
-    #[test]
-    fn tls_can_be_turned_off_explicitly() {
-        let config = parse(&[
-            ("CRM_CLUSTERS", "a"),
-            ("CRM_CLUSTER_A_URL", "http://a:1"),
-            ("CRM_CLUSTER_A_TLS_CA_CERT_PATH", "/ca.pem"),
-            ("CRM_CLUSTER_A_TLS_ENABLED", "false"),
-        ])
-        .unwrap();
-        assert!(config.clusters[0].tls.is_none());
-    }
-
-    #[test]
-    fn prefixes_uppercase_and_replace_other_characters() {
-        assert_eq!(env_prefix("edge-eu.1"), "CRM_CLUSTER_EDGE_EU_1_");
-        assert_eq!(resource_name("Edge_EU"), "edge-eu");
-    }
-
-    #[test]
-    fn mistakes_fail_with_the_variable_named() {
-        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
-            (
-                vec![("CRM_CLUSTERS_JSON", "{not json")],
-                "CRM_CLUSTERS_JSON",
-            ),
-            (
-                vec![("CRM_CLUSTERS_JSON", r#"{"a": {}}"#)],
-                "CRM_CLUSTERS_JSON",
-            ),
-            (
-                vec![("CRM_CLUSTERS_JSON", r#"[{"url": "http://a:1"}]"#)],
-                "CRM_CLUSTERS_JSON",
-            ),
-            (
-                vec![(
-                    "CRM_CLUSTERS_JSON",
-                    r#"{"a": {"url": "http://a:1", "colour": 1}}"#,
-                )],
-                "CRM_CLUSTERS_JSON",
-            ),
-            (vec![("CRM_CLUSTERS_JSON", "42")], "CRM_CLUSTERS_JSON"),
-            (vec![("CRM_CLUSTERS", "a")], "CRM_CLUSTER_A_URL"),
-            (
-                vec![
-                    ("CRM_CLUSTERS", "a b"),
-                    ("CRM_CLUSTER_A_B_URL", "http://x:1"),
-                ],
-                "CRM cluster name",
-            ),
-            (
-                vec![(
-                    "CRM_CLUSTERS_JSON",
-                    r#"{"a_b": {"url": "http://x:1"}, "a-b": {"url": "http://y:1"}}"#,
-                )],
-                "CRM cluster name",
-            ),
-            (
-                vec![("CRM_DEFAULT_URL", "crm:8088")],
-                "url of cluster \"default\"",
-            ),
-            (
-                vec![
-                    ("CRM_DEFAULT_URL", "http://x:1"),
-                    ("CRM_DEFAULT_CLUSTER", "prod"),
-                ],
-                "CRM_DEFAULT_CLUSTER",
-            ),
-            (
-                vec![
-                    ("CRM_DEFAULT_URL", "http://x:1"),
-                    ("CRM_DEFAULT_TIMEOUT", "soon"),
-                ],
-                "CRM_DEFAULT_TIMEOUT",
-            ),
-            (
-                vec![
-                    ("CRM_CLUSTERS", "a"),
-                    ("CRM_CLUSTER_A_URL", "http://a:1"),
-                    ("CRM_CLUSTER_A_TLS_ENABLED", "maybe"),
-                ],
-                "CRM_CLUSTER_A_TLS_ENABLED",
-            ),
-            (vec![("SERVER_PORT", "99999")], "SERVER_PORT"),
-        ];
-        for (vars, variable) in cases {
-            let err = parse(&vars).unwrap_err();
-            assert_eq!(err.variable, variable, "{vars:?}: {err}");
-        }
-    }
-}
+mod tests;

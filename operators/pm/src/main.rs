@@ -10,13 +10,13 @@ mod config;
 mod convert;
 mod deployment_controller;
 mod document;
+mod error;
 mod metrics;
 mod package_controller;
-mod planning;
 mod registry;
-mod resolve;
 mod rest;
 mod scope;
+mod spoke_client;
 mod triggers;
 
 use std::sync::Arc;
@@ -27,23 +27,15 @@ use kube::runtime::watcher;
 use oaas_crds::{OClassDeployment, OCluster, OPackage};
 use tracing::info;
 
+use oaas_core::wire::PM_FIELD_MANAGER;
 use oaas_operator_common::leader;
+use oaas_operator_common::status::StatusWriter;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::scope::Scope;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-    #[error("spokes did not answer: {0}")]
-    Spokes(String),
-    #[error("still used by {0}")]
-    InUse(String),
-}
+pub use error::Error;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -91,10 +83,11 @@ async fn main() -> anyhow::Result<()> {
         clusters: clusters.clone(),
         synced: synced.clone(),
     };
+    let spokes = spoke_client::SpokeClient::new(registry.clone(), metrics.clone());
     let rest = rest::Rest::new(
         client.clone(),
         caches,
-        registry.clone(),
+        spokes.clone(),
         metrics.clone(),
         config.rest.clone(),
     );
@@ -109,7 +102,9 @@ async fn main() -> anyhow::Result<()> {
                 client: client.clone(),
                 scope: scope.clone(),
                 registry: registry.clone(),
+                spokes,
                 metrics: metrics.clone(),
+                status: StatusWriter::new(PM_FIELD_MANAGER),
             };
             tokio::spawn(cluster_controller::run(Arc::new(cluster_ctx)));
             let package_ctx = package_controller::Context {
@@ -118,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
                 packages: packages.clone(),
                 deployments: deployment_store,
                 metrics: metrics.clone(),
+                status: StatusWriter::new(PM_FIELD_MANAGER),
             };
             let deployment_changes = triggers::generation_changes(
                 scope.api::<OClassDeployment>(&client),

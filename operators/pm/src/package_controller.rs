@@ -2,31 +2,30 @@
 //! qualified bindings resolve) and reports it in `Ready`. Deleting a package that class
 //! deployments still use waits: the finalizer holds, and `Ready` says InUse and names them.
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
+use oaas_core::wire::PACKAGE_IN_USE_FINALIZER;
 use oaas_crds::conditions::{self, Desired, READY};
 use oaas_crds::package::OPackageStatus;
 use oaas_crds::{OClassDeployment, OPackage};
-use serde_json::json;
+use oaas_operator_common::status::StatusWriter;
 use tracing::instrument;
 
 use crate::Error;
+use crate::error::with_finalizer;
 use crate::metrics::Metrics;
-use crate::resolve::check_package;
 use crate::scope::Scope;
 use crate::triggers::spec_changes;
-
-pub const FINALIZER: &str = "oaas.io/package-in-use";
-const FIELD_MANAGER: &str = "oaas-pm";
+use oaas_core::resolve::check_package;
 
 pub struct Context {
     pub client: Client,
@@ -35,6 +34,7 @@ pub struct Context {
     /// Who uses which package.
     pub deployments: Store<OClassDeployment>,
     pub metrics: Arc<Metrics>,
+    pub status: StatusWriter<OPackageStatus>,
 }
 
 /// `deployment_changes` yields class deployments whose spec changed (they may have started
@@ -71,18 +71,21 @@ pub async fn run(
 async fn reconcile(package: Arc<OPackage>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api =
         Api::<OPackage>::namespaced(ctx.client.clone(), &package.namespace().unwrap_or_default());
-    let started = Instant::now();
-    let result = finalizer(&api, FINALIZER, package, |event| async {
-        match event {
-            Finalizer::Apply(p) => check(&p, &ctx).await,
-            Finalizer::Cleanup(p) => release(&p, &ctx).await,
-        }
-    })
+    let metrics = &ctx.metrics;
+    with_finalizer(
+        &api,
+        PACKAGE_IN_USE_FINALIZER,
+        package,
+        metrics,
+        "opackage",
+        |event| async {
+            match event {
+                Finalizer::Apply(p) => check(&p, &ctx).await,
+                Finalizer::Cleanup(p) => release(&p, &ctx).await,
+            }
+        },
+    )
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics
-        .observe_reconcile("opackage", started.elapsed(), result.is_err());
-    result
 }
 
 /// Class deployments in the package's namespace that name it, as namespace/name.
@@ -106,7 +109,7 @@ async fn check(package: &OPackage, ctx: &Context) -> Result<Action, Error> {
             .get(&ObjectRef::new(name).within(&namespace))
             .map(|p| (*p).clone())
     };
-    let previous = package.status.clone().unwrap_or_default();
+    let previous = ctx.status.current(package, package.status.as_ref());
     let (ready, resolved) = match check_package(package, &lookup) {
         Ok(dependencies) => (
             Desired::new(READY, true, "Valid", "dependencies and bindings resolve"),
@@ -132,9 +135,10 @@ async fn check(package: &OPackage, ctx: &Context) -> Result<Action, Error> {
 async fn release(package: &OPackage, ctx: &Context) -> Result<Action, Error> {
     let users = users(ctx, package);
     if users.is_empty() {
+        ctx.status.forget(package);
         return Ok(Action::await_change());
     }
-    let previous = package.status.clone().unwrap_or_default();
+    let previous = ctx.status.current(package, package.status.as_ref());
     let message = format!(
         "deletion waits until these class deployments are gone: {}",
         users.join(", ")
@@ -169,16 +173,7 @@ async fn write_status(
         package.metadata.generation,
         &now,
     );
-    if &status == previous {
-        return Ok(());
-    }
-    let patch = json!({"apiVersion": "oaas.io/v1alpha1", "kind": "OPackage", "status": status});
-    Api::<OPackage>::namespaced(ctx.client.clone(), &package.namespace().unwrap_or_default())
-        .patch_status(
-            &package.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+    let api = Api::namespaced(ctx.client.clone(), &package.namespace().unwrap_or_default());
+    ctx.status.write(&api, package, previous, status).await?;
     Ok(())
 }

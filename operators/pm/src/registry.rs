@@ -190,7 +190,7 @@ impl StatusBoard {
 pub struct Registry {
     spokes: RwLock<HashMap<String, Spoke>>,
     watches: Mutex<HashMap<String, JoinHandle<()>>>,
-    pub breakers: Mutex<HashMap<String, Breaker>>,
+    breakers: Mutex<HashMap<String, Breaker>>,
     pub board: Arc<StatusBoard>,
     /// Deployment ids whose status changed in some spoke, for the class deployment controller.
     changed: mpsc::UnboundedSender<String>,
@@ -244,6 +244,22 @@ impl Registry {
             .write()
             .expect("registry lock")
             .insert(spoke.name.clone(), spoke);
+    }
+
+    /// The cluster's circuit breaker (closed for a cluster never checked).
+    pub fn breaker(&self, name: &str) -> Breaker {
+        let breakers = self.breakers.lock().expect("breaker lock");
+        breakers.get(name).cloned().unwrap_or_default()
+    }
+
+    pub fn set_breaker(&self, name: &str, breaker: Breaker) {
+        let mut breakers = self.breakers.lock().expect("breaker lock");
+        breakers.insert(name.to_string(), breaker);
+    }
+
+    /// Whether calls to the cluster are cut off until its next health check.
+    pub fn circuit_open(&self, name: &str) -> bool {
+        self.breaker(name).state == oaas_crds::cluster::CircuitState::Open
     }
 
     pub fn remove(&self, name: &str) {

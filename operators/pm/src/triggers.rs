@@ -117,3 +117,31 @@ where
         .touched_objects()
         .predicate_filter(predicates::generation, Default::default())
 }
+
+/// Passes each object on once `cache` holds that version of it (or after a second, if the
+/// cache lags further): a reconcile it triggers then reads what triggered it, not the
+/// version before.
+pub fn after_cached<K>(
+    changes: impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    cache: Store<K>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Watched,
+{
+    changes.then(move |change| {
+        let cache = cache.clone();
+        async move {
+            if let Ok(object) = &change {
+                let wanted = object.resource_version();
+                let key = kube::runtime::reflector::ObjectRef::from_obj(object);
+                for _ in 0..100 {
+                    if cache.get(&key).and_then(|o| o.resource_version()) == wanted {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+            change
+        }
+    })
+}

@@ -19,13 +19,13 @@ use tracing::debug;
 use super::decide::{self, Decision, EnforceInput, Pending, Usage};
 use super::provider::{MetricsProvider, ProviderError};
 use super::{Board, NFR_OBSERVED, Report, Settings, key_of, newest_applied};
-use crate::config::Config;
 use crate::render::{self, ChildKind, FunctionPlan, RenderContext};
 
 pub struct Analyzer {
     pub provider: Arc<dyn MetricsProvider>,
     pub settings: Settings,
-    pub config: Config,
+    /// The start-up render settings, the same the controller renders with.
+    pub render: render::Settings,
     pub board: Arc<Board>,
     pub runtimes: Store<ClassRuntime>,
     pub recorder: Recorder,
@@ -73,9 +73,7 @@ impl Analyzer {
         let stored = runtime.status.clone().unwrap_or_default();
         let no_enforcement = BTreeMap::new();
         let render_context = RenderContext {
-            profile: self.config.profile,
-            features: self.config.features,
-            odgm: &self.config.odgm,
+            settings: &self.render,
             knative_installed: true,
             enforced: &no_enforcement,
         };

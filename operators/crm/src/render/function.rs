@@ -84,7 +84,7 @@ pub(super) fn render(
     };
     // The spec's bounds decide whether there is an autoscaler, not the enforced replicas:
     // enforcement moves minReplicas, it does not swap the HPA for fixed replicas.
-    let hpa = template == Template::K8sDeployment && ctx.features.hpa && max > floor;
+    let hpa = template == Template::K8sDeployment && ctx.settings.features.hpa && max > floor;
     let meta = base.meta(&name, APP_FUNCTION, &component, Some(&f.function_key));
     let deployment = Deployment {
         metadata: meta.clone(),

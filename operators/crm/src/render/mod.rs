@@ -2,6 +2,7 @@
 //! client, no clock, so every child kind is unit-tested as plain data.
 mod function;
 mod odgm;
+mod settings;
 
 use std::collections::BTreeMap;
 
@@ -12,11 +13,11 @@ use oaas_crds::ClassRuntime;
 use oaas_crds::common::Template;
 use oaas_crds::validation::resource_name;
 
-use crate::config::{Features, OdgmSettings, Profile};
 use crate::template;
 
 pub use function::{container_port, cpu_target, scale_bounds};
 pub use odgm::collections_json;
+pub use settings::{Features, OdgmSettings, Profile, Settings};
 
 pub const MANAGED_BY: &str = "oaas-crm";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -27,12 +28,11 @@ pub const LABEL_FUNCTION: &str = "oaas.io/function";
 /// The addon name that turns the object data grid on.
 pub const ODGM_ADDON: &str = "odgm";
 
-/// What the renderer needs to know about this CRM and cluster.
+/// What the renderer needs to know about this CRM and cluster: the start-up settings, and
+/// what the caller found out for this pass.
 #[derive(Debug, Clone)]
 pub struct RenderContext<'a> {
-    pub profile: Profile,
-    pub features: Features,
-    pub odgm: &'a OdgmSettings,
+    pub settings: &'a Settings,
     /// Whether the Knative Serving CRD is installed in the cluster.
     pub knative_installed: bool,
     /// Replicas the NFR enforcer put in force, by function key (within the scale bounds):
@@ -125,9 +125,9 @@ pub fn render(runtime: &ClassRuntime, ctx: &RenderContext) -> Rendered {
     let spec = &runtime.spec;
     let template = template::select(
         spec.template,
-        ctx.profile,
+        ctx.settings.profile,
         spec.nfr.as_ref(),
-        ctx.features.knative,
+        ctx.settings.features.knative,
     );
     let owner = runtime.controller_owner_ref(&());
     let base = Base {
@@ -146,7 +146,7 @@ pub fn render(runtime: &ClassRuntime, ctx: &RenderContext) -> Rendered {
         });
     }
 
-    let odgm_on = ctx.features.odgm && spec.addons.iter().any(|a| a == ODGM_ADDON);
+    let odgm_on = ctx.settings.features.odgm && spec.addons.iter().any(|a| a == ODGM_ADDON);
     let odgm_spec = spec.odgm.clone().unwrap_or_default();
     let odgm_names = odgm_on.then(|| odgm::names(&name));
     let collections = odgm_on.then(|| collections_json(runtime, &odgm_spec));
@@ -158,7 +158,7 @@ pub fn render(runtime: &ClassRuntime, ctx: &RenderContext) -> Rendered {
             .as_ref()
             .zip(collections.as_ref())
             .map(|((_, svc), json)| function::OdgmEnv {
-                service: format!("{svc}:{}", ctx.odgm.port),
+                service: format!("{svc}:{}", ctx.settings.odgm.port),
                 collections: json.clone(),
             });
         let rendered = function::render(&base, runtime, f, template, ctx, odgm_env.as_ref());

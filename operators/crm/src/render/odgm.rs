@@ -70,7 +70,7 @@ pub(super) fn render(
     collections: &str,
     ctx: &RenderContext,
 ) -> Vec<Child> {
-    let port = i32::from(ctx.odgm.port);
+    let port = i32::from(ctx.settings.odgm.port);
     let members: Vec<String> = (1..=odgm.replica_count).map(|i| i.to_string()).collect();
     let env = vec![
         env_var("ODGM_CLUSTER_ID", base.name),
@@ -110,7 +110,7 @@ pub(super) fn render(
                 spec: Some(PodSpec {
                     containers: vec![Container {
                         name: "odgm".into(),
-                        image: Some(ctx.odgm.image.clone()),
+                        image: Some(ctx.settings.odgm.image.clone()),
                         ports: Some(vec![ContainerPort {
                             name: Some("http".into()),
                             container_port: port,

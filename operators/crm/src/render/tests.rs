@@ -1,5 +1,4 @@
 use super::*;
-use crate::config::{Features, OdgmSettings, Profile};
 use oaas_crds::class_runtime::{ClassRuntimeSpec, RuntimeFunction};
 use oaas_crds::common::{NfrRequirements, OdgmSpec, ProvisionConfig};
 use serde_json::Value;
@@ -76,13 +75,15 @@ fn render_with(
     profile: Profile,
     knative: bool,
 ) -> Rendered {
-    let settings = mk_odgm_settings();
+    let settings = Settings {
+        profile,
+        features,
+        odgm: mk_odgm_settings(),
+    };
     render(
         runtime,
         &RenderContext {
-            profile,
-            features,
-            odgm: &settings,
+            settings: &settings,
             knative_installed: knative,
             enforced: &Default::default(),
         },
@@ -90,14 +91,16 @@ fn render_with(
 }
 
 fn render_enforced(runtime: &ClassRuntime, hpa: bool, enforced: &[(&str, u32)]) -> Rendered {
-    let settings = mk_odgm_settings();
+    let settings = Settings {
+        profile: Profile::Full,
+        features: mk_features(false, hpa, false),
+        odgm: mk_odgm_settings(),
+    };
     let enforced = enforced.iter().map(|(k, r)| (k.to_string(), *r)).collect();
     render(
         runtime,
         &RenderContext {
-            profile: Profile::Full,
-            features: mk_features(false, hpa, false),
-            odgm: &settings,
+            settings: &settings,
             knative_installed: false,
             enforced: &enforced,
         },

@@ -12,7 +12,7 @@ use tracing::{Instrument, info_span};
 use super::Rest;
 use super::error::ApiError;
 
-const CORRELATION_HEADER: &str = "x-correlation-id";
+use oaas_core::wire::CORRELATION_HEADER;
 
 pub async fn observe(State(rest): State<Arc<Rest>>, req: Request, next: Next) -> Response {
     let started = Instant::now();

@@ -36,7 +36,7 @@ use auth::Authenticator;
 use error::{ApiError, ApiResult};
 
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::spoke_client::SpokeClient;
 
 /// What the handlers share: the hub client, the caches, the spokes and the settings.
 pub struct Rest {
@@ -44,7 +44,7 @@ pub struct Rest {
     pub packages: Store<OPackage>,
     pub deployments: Store<OClassDeployment>,
     pub clusters: Store<OCluster>,
-    pub registry: Arc<Registry>,
+    pub spokes: SpokeClient,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     authenticator: Authenticator,
@@ -79,7 +79,7 @@ impl Rest {
     pub fn new(
         client: kube::Client,
         caches: Caches,
-        registry: Arc<Registry>,
+        spokes: SpokeClient,
         metrics: Arc<Metrics>,
         settings: Settings,
     ) -> Arc<Self> {
@@ -94,7 +94,7 @@ impl Rest {
             packages,
             deployments,
             clusters,
-            registry,
+            spokes,
             metrics,
             settings,
             authenticator: Authenticator::default(),

@@ -20,7 +20,7 @@ use crate::document::mapping::{deployment_document, package_document, package_re
 use crate::document::{Deployment, Package};
 
 /// Field manager of the deployments a package document carries.
-const FIELD_MANAGER: &str = "oaas-pm-rest";
+use oaas_core::wire::PM_REST_FIELD_MANAGER as FIELD_MANAGER;
 
 #[derive(Deserialize, JsonSchema)]
 pub struct PackageFilter {

@@ -2,12 +2,10 @@
 //! run, asked over gRPC at request time. A spoke that cannot answer is named: a 503 when
 //! the request needs that spoke, a `Warning` header when a listing is incomplete.
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::State;
 use futures::future::join_all;
 use kube::ResourceExt;
-use oaas_crds::cluster::CircuitState;
 use oaas_crds::convert::{phase_from_proto, time_from_proto};
 use oaas_proto::deployment::{self as pb};
 use schemars::JsonSchema;
@@ -137,55 +135,6 @@ fn clusters(rest: &Rest, only: Option<&str>) -> ApiResult<Vec<String>> {
     }
 }
 
-/// Calls `call` on one spoke, unless its circuit is open: `None` when the spoke says
-/// NOT_FOUND; the error says why the spoke could not answer.
-async fn ask<T, F, Fut>(
-    rest: &Rest,
-    cluster: &str,
-    method: &str,
-    call: F,
-) -> Result<Option<T>, String>
-where
-    F: FnOnce(crate::registry::Spoke) -> Fut,
-    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    let open = rest
-        .registry
-        .breakers
-        .lock()
-        .expect("breaker lock")
-        .get(cluster)
-        .is_some_and(|b| b.state == CircuitState::Open);
-    if open {
-        return Err(format!("cluster {cluster:?} is unreachable (circuit open)"));
-    }
-    let spoke = rest
-        .registry
-        .get(cluster)
-        .ok_or_else(|| format!("cluster {cluster:?} is not connected yet"))?;
-    let started = Instant::now();
-    let result = call(spoke).await;
-    let code = result
-        .as_ref()
-        .map_or_else(tonic::Status::code, |_| tonic::Code::Ok);
-    rest.metrics
-        .observe_call(cluster, method, code, started.elapsed());
-    match result {
-        Ok(response) => Ok(Some(response.into_inner())),
-        Err(_) if code == tonic::Code::NotFound => Ok(None),
-        Err(status) => Err(format!(
-            "cluster {cluster:?} did not answer: {code:?} {}",
-            status.message()
-        )),
-    }
-}
-
-fn with_deadline<T>(spoke: &crate::registry::Spoke, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(spoke.connection.timeout);
-    request
-}
-
 /// Class runtimes in every spoke (or `?cluster=`), newest state as the CRMs report it.
 pub async fn list(
     State(rest): State<Arc<Rest>>,
@@ -196,31 +145,18 @@ pub async fn list(
         package_name: filter.package_name.clone().unwrap_or_default(),
         class_key: filter.class_key.clone().unwrap_or_default(),
     };
-    let answers = join_all(names.iter().map(|cluster| {
-        let request = request.clone();
-        ask(
-            &rest,
-            cluster,
-            "ListClassRuntimes",
-            move |spoke| async move {
-                spoke
-                    .deployments()
-                    .list_class_runtimes(with_deadline(&spoke, request))
-                    .await
-            },
-        )
-    }))
+    let answers = join_all(
+        names
+            .iter()
+            .map(|cluster| rest.spokes.list_class_runtimes(cluster, request.clone())),
+    )
     .await;
     let mut records = Vec::new();
     let mut warnings = Vec::new();
     for (cluster, answer) in names.iter().zip(answers) {
         match answer {
-            Ok(list) => records.extend(
-                list.into_iter()
-                    .flat_map(|l| l.items)
-                    .map(|i| record(cluster, i)),
-            ),
-            Err(problem) => warnings.push(problem),
+            Ok(list) => records.extend(list.items.into_iter().map(|i| record(cluster, i))),
+            Err(problem) => warnings.push(problem.to_string()),
         }
     }
     if filter.cluster.is_some()
@@ -254,24 +190,18 @@ pub async fn get(
         None => format!("{namespace}/{}", deployment_name(&id)),
     };
     let names = clusters(&rest, cluster.as_deref())?;
-    let answers = join_all(names.iter().map(|cluster| {
-        let request = pb::GetClassRuntimeRequest {
-            deployment_id: deployment_id.clone(),
-        };
-        ask(&rest, cluster, "GetClassRuntime", move |spoke| async move {
-            spoke
-                .deployments()
-                .get_class_runtime(with_deadline(&spoke, request))
-                .await
-        })
-    }))
+    let answers = join_all(
+        names
+            .iter()
+            .map(|cluster| rest.spokes.get_class_runtime(cluster, &deployment_id)),
+    )
     .await;
     let mut problems = Vec::new();
     for (cluster, answer) in names.iter().zip(answers) {
         match answer {
             Ok(Some(info)) => return Ok(axum::Json(record(cluster, info))),
             Ok(None) => {}
-            Err(problem) => problems.push(problem),
+            Err(problem) => problems.push(problem.to_string()),
         }
     }
     if problems.is_empty() {

@@ -1,34 +1,26 @@
-//! The gRPC face of the CRM: DeploymentService (backed by ClassRuntime resources and an
-//! informer cache of them) and the cluster info service.
+//! DeploymentService: Deploy writes a ClassRuntime (read-check-write with server-side
+//! apply, guarded by the expected revision); delete, get and list answer from the
+//! [`Runtimes`] cache (delete falls back to the API); watch streams its change feed.
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Node;
+use futures::Stream;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use oaas_crds::convert::{
-    deployment_status_to_proto, runtime_spec_from_unit, unit_from_runtime_spec,
-};
+use oaas_crds::convert::runtime_spec_from_unit;
 use oaas_crds::validation::fnv1a;
 use oaas_crds::{ClassRuntime, ClassRuntimeSpec};
-use oaas_proto::crm::{
-    ClusterInfo, GetClusterInfoRequest, crm_info_service_server::CrmInfoService,
-};
 use oaas_proto::deployment::{self as pb, deployment_service_server::DeploymentService};
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, info, info_span};
 
-use oaas_operator_common::Synced;
-
-use crate::config::Config;
+use super::runtimes::{Runtimes, info_of, status_of, stream_changes};
+use super::{correlation_id, kube_status};
 use crate::controller::CORRELATION_ANNOTATION;
 use crate::metrics::Metrics;
 use crate::render::runtime_name;
@@ -37,135 +29,8 @@ use crate::render::runtime_name;
 const DEPLOY_MANAGER: &str = "oaas-crm-deploy";
 /// Label holding a hash of the deployment id (ids may be longer than label values).
 const ID_HASH_LABEL: &str = "oaas.io/deployment-id-hash";
-pub const CORRELATION_HEADER: &str = "x-correlation-id";
-
-/// The informer cache of ClassRuntimes and a feed of their changes for watchers.
-#[derive(Clone)]
-pub struct Runtimes {
-    pub store: Store<ClassRuntime>,
-    /// The store is filled (the one waiter on it; see `Synced`).
-    pub synced: Synced,
-    changes: broadcast::Sender<pb::DeploymentStatusEvent>,
-}
-
-impl Runtimes {
-    /// Starts watching ClassRuntimes in the namespace; the returned future drives the watch.
-    pub fn start(client: &Client, namespace: &str) -> (Self, impl Future<Output = ()> + use<>) {
-        let (store, writer) = reflector::store();
-        let (changes, _) = broadcast::channel(4096);
-        let sender = changes.clone();
-        let stream = watcher(
-            Api::<ClassRuntime>::namespaced(client.clone(), namespace),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        // Managed fields are most of an object and nothing here reads them.
-        .modify(|o| o.managed_fields_mut().clear())
-        .reflect(writer);
-        let driver = async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                let (kind, runtime) = match event {
-                    Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
-                        (pb::deployment_status_event::Kind::Upserted, r)
-                    }
-                    Ok(watcher::Event::Delete(r)) => {
-                        (pb::deployment_status_event::Kind::Deleted, r)
-                    }
-                    Ok(_) => continue,
-                    Err(e) => {
-                        warn!(error = %e, "ClassRuntime watch failed; retrying");
-                        continue;
-                    }
-                };
-                // No receiver is fine: nobody is watching right now.
-                let _ = sender.send(event_of(kind, &runtime));
-            }
-        };
-        let synced = Synced::after({
-            let store = store.clone();
-            async move { store.wait_until_ready().await.is_ok() }
-        });
-        (
-            Self {
-                store,
-                synced,
-                changes,
-            },
-            driver,
-        )
-    }
-
-    fn find(&self, deployment_id: &str) -> Option<Arc<ClassRuntime>> {
-        self.store.find(|r| r.spec.deployment_id == deployment_id)
-    }
-}
-
-fn status_of(runtime: &ClassRuntime) -> pb::DeploymentStatus {
-    let status = runtime.status.clone().unwrap_or_default();
-    let mut proto =
-        deployment_status_to_proto(&runtime.spec.deployment_id, &status, runtime.spec.revision);
-    proto.updated_at = runtime
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().map(|c| &c.last_transition_time).max())
-        .map(oaas_crds::convert::time_to_proto);
-    if runtime.metadata.deletion_timestamp.is_some() {
-        proto.phase = pb::Phase::Deleting as i32;
-    } else if status.observed_generation != runtime.metadata.generation {
-        // The status describes an older spec: the new one is still being applied.
-        proto.phase = pb::Phase::Applying as i32;
-    }
-    proto
-}
-
-fn event_of(
-    kind: pb::deployment_status_event::Kind,
-    runtime: &ClassRuntime,
-) -> pb::DeploymentStatusEvent {
-    pb::DeploymentStatusEvent {
-        kind: kind as i32,
-        status: Some(status_of(runtime)),
-    }
-}
-
-fn info_of(runtime: &ClassRuntime) -> pb::ClassRuntimeInfo {
-    pb::ClassRuntimeInfo {
-        name: runtime.name_any(),
-        namespace: runtime.namespace().unwrap_or_default(),
-        unit: Some(unit_from_runtime_spec(&runtime.spec)),
-        status: Some(status_of(runtime)),
-    }
-}
-
-/// Maps a Kubernetes API error to the canonical gRPC code.
 /// Reads and writes of one Deploy before it gives up racing other writers.
 const CONFLICT_ATTEMPTS: usize = 5;
-
-fn kube_status(context: &str, error: kube::Error) -> Status {
-    let message = format!("{context}: {error}");
-    match &error {
-        kube::Error::Api(e) => match e.code {
-            400 | 422 => Status::invalid_argument(message),
-            404 => Status::not_found(message),
-            409 => Status::aborted(message),
-            403 | 401 => Status::permission_denied(message),
-            429 => Status::resource_exhausted(message),
-            504 => Status::deadline_exceeded(message),
-            _ => Status::unavailable(message),
-        },
-        _ => Status::unavailable(message),
-    }
-}
-
-fn correlation_id<T>(request: &Request<T>) -> String {
-    request
-        .metadata()
-        .get(CORRELATION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
 
 pub struct DeploymentApi {
     client: Client,
@@ -469,108 +334,5 @@ impl DeploymentService for DeploymentApi {
         })
         .await
         .map(Response::new)
-    }
-}
-
-/// Sends a snapshot of every matching runtime, then each change, until the client leaves.
-/// A watcher that falls behind gets a fresh snapshot instead of the events it missed.
-async fn stream_changes(
-    runtimes: Runtimes,
-    ids: Vec<String>,
-    tx: mpsc::Sender<Result<pb::DeploymentStatusEvent, Status>>,
-) {
-    use pb::deployment_status_event::Kind;
-    let wanted = |id: &str| ids.is_empty() || ids.iter().any(|i| i == id);
-    let mut changes = runtimes.changes.subscribe();
-    // A CRM that just started serves before its cache is filled: a snapshot taken then
-    // would be empty, and the hub would forget runtimes that do not change again.
-    runtimes.synced.wait().await;
-    loop {
-        for runtime in runtimes.store.state() {
-            if wanted(&runtime.spec.deployment_id)
-                && tx
-                    .send(Ok(event_of(Kind::Upserted, &runtime)))
-                    .await
-                    .is_err()
-            {
-                return;
-            }
-        }
-        let complete = pb::DeploymentStatusEvent {
-            kind: Kind::SnapshotComplete as i32,
-            status: None,
-        };
-        if tx.send(Ok(complete)).await.is_err() {
-            return;
-        }
-        loop {
-            match changes.recv().await {
-                Ok(event) => {
-                    let id = event
-                        .status
-                        .as_ref()
-                        .map(|s| s.deployment_id.as_str())
-                        .unwrap_or_default();
-                    if wanted(id) && tx.send(Ok(event)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => break,
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    }
-}
-
-/// Node counts and availability of this cluster.
-pub struct InfoApi {
-    client: Client,
-    config: Config,
-    kubernetes_version: String,
-}
-
-impl InfoApi {
-    pub fn new(client: Client, config: Config, kubernetes_version: String) -> Self {
-        Self {
-            client,
-            config,
-            kubernetes_version,
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl CrmInfoService for InfoApi {
-    async fn get_cluster_info(
-        &self,
-        _: Request<GetClusterInfoRequest>,
-    ) -> Result<Response<ClusterInfo>, Status> {
-        let nodes = Api::<Node>::all(self.client.clone())
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| kube_status("listing Nodes", e))?;
-        let total = nodes.items.len() as u32;
-        let ready = nodes
-            .items
-            .iter()
-            .filter(|n| {
-                let conditions = n.status.as_ref().and_then(|s| s.conditions.as_ref());
-                conditions
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .count() as u32;
-        let availability = self.config.availability_override.unwrap_or(if total == 0 {
-            0.0
-        } else {
-            f64::from(ready) / f64::from(total)
-        });
-        Ok(Response::new(ClusterInfo {
-            cluster_name: self.config.cluster_name.clone(),
-            crm_version: env!("CARGO_PKG_VERSION").to_string(),
-            kubernetes_version: self.kubernetes_version.clone(),
-            node_count: total,
-            ready_nodes: ready,
-            availability,
-        }))
     }
 }

@@ -1,0 +1,124 @@
+//! Status writes for every controller: server-side apply of the status subresource, skipped
+//! when it would change nothing.
+//!
+//! "Would change nothing" is judged against the freshest status this process knows: the one
+//! it last wrote for the object (each controller is the only writer of its kind's status),
+//! else the cached object's. A cache that has not caught up with our last write would
+//! otherwise make a needed write look like a no-op: Degraded written, the recovery computed
+//! from a cached copy that still says Available, the write skipped as "unchanged" — and the
+//! API keeps saying Degraded until something else changes.
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Mutex;
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+pub struct StatusWriter<S> {
+    field_manager: &'static str,
+    /// The last status written, by object uid.
+    written: Mutex<HashMap<String, S>>,
+}
+
+impl<S: Clone + PartialEq + Default + Serialize> StatusWriter<S> {
+    pub fn new(field_manager: &'static str) -> Self {
+        Self {
+            field_manager,
+            written: Mutex::default(),
+        }
+    }
+
+    /// The status `object` has now: what this process last wrote for it, else `cached`.
+    pub fn current<K: Resource>(&self, object: &K, cached: Option<&S>) -> S {
+        self.written
+            .lock()
+            .expect("status memory lock")
+            .get(&key(object))
+            .cloned()
+            .or_else(|| cached.cloned())
+            .unwrap_or_default()
+    }
+
+    /// Applies `status` unless it equals `current` (from [`Self::current`]); whether it wrote.
+    pub async fn write<K>(
+        &self,
+        api: &Api<K>,
+        object: &K,
+        current: &S,
+        status: S,
+    ) -> Result<bool, kube::Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    {
+        if &status == current {
+            return Ok(false);
+        }
+        let patch = json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            &object.name_any(),
+            &PatchParams::apply(self.field_manager).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        self.written
+            .lock()
+            .expect("status memory lock")
+            .insert(key(object), status);
+        Ok(true)
+    }
+
+    /// Drops what is remembered of a deleted object.
+    pub fn forget<K: Resource>(&self, object: &K) {
+        self.written
+            .lock()
+            .expect("status memory lock")
+            .remove(&key(object));
+    }
+}
+
+/// The uid: a deleted and recreated object with the same name starts afresh.
+fn key<K: Resource>(object: &K) -> String {
+    object.meta().uid.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            object.meta().namespace.clone().unwrap_or_default(),
+            object.meta().name.clone().unwrap_or_default()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    fn mk_object(uid: &str) -> ConfigMap {
+        let mut object = ConfigMap::default();
+        object.metadata.name = Some("x".into());
+        object.metadata.uid = Some(uid.into());
+        object
+    }
+
+    #[test]
+    fn the_last_written_status_wins_over_a_stale_cache() {
+        let writer = StatusWriter::<String>::new("test");
+        let object = mk_object("u1");
+        assert_eq!(writer.current(&object, Some(&"cached".into())), "cached");
+        writer
+            .written
+            .lock()
+            .unwrap()
+            .insert("u1".into(), "written".into());
+        assert_eq!(writer.current(&object, Some(&"cached".into())), "written");
+        assert_eq!(writer.current(&mk_object("u2"), None), "", "another object");
+        writer.forget(&object);
+        assert_eq!(writer.current(&object, Some(&"cached".into())), "cached");
+    }
+}

@@ -1,0 +1,218 @@
+//! The ClassRuntime controller: read → render (pure) → server-side apply → delete orphaned
+//! children → observe → status. Level-triggered: every pass recomputes everything from the
+//! resource and the cluster, so a missed event or a restart loses nothing.
+//!
+//! This module wires the controller up (watches, finalizer, metrics); [`pipeline`] is one
+//! pass in order; [`children`] is everything done to the child objects (apply, orphans,
+//! observe, cleanup) behind one handle.
+mod children;
+mod pipeline;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::finalizer::Event as Finalizer;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use oaas_crds::ClassRuntime;
+use oaas_crds::class_runtime::ClassRuntimeStatus;
+use oaas_operator_common::reconcile::with_finalizer;
+use oaas_operator_common::status::StatusWriter;
+use tokio::sync::Mutex;
+use tracing::{instrument, warn};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::nfr;
+use crate::render::{LABEL_MANAGED_BY, MANAGED_BY};
+
+use children::{ChildStores, Children};
+
+/// The ClassRuntime annotation carries the hub's correlation id of the last Deploy call.
+pub use oaas_core::wire::CORRELATION_ANNOTATION;
+use oaas_core::wire::{
+    CLASS_RUNTIME_CLEANUP_FINALIZER as FINALIZER, CRM_FIELD_MANAGER as FIELD_MANAGER,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("children of {0} are still being deleted")]
+    ChildrenRemain(String),
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Finalizer(_) => "finalizer",
+            Error::ChildrenRemain(_) => "children_remain",
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    /// The child objects: caches, applied hashes, and the calls that change them.
+    children: Children,
+    pub metrics: Arc<Metrics>,
+    /// The NFR analyzer's latest reports.
+    nfr: Arc<nfr::Board>,
+    recorder: Recorder,
+    knative: Mutex<Option<(Instant, bool)>>,
+    status: StatusWriter<ClassRuntimeStatus>,
+}
+
+impl Context {
+    /// Whether Knative Serving is installed; asked of discovery at most every 30 s.
+    async fn knative_installed(&self) -> bool {
+        let mut cached = self.knative.lock().await;
+        if let Some((at, installed)) = *cached
+            && at.elapsed() < Duration::from_secs(30)
+        {
+            return installed;
+        }
+        let installed = match self
+            .client
+            .list_api_group_resources("serving.knative.dev/v1")
+            .await
+        {
+            Ok(list) => list.resources.iter().any(|r| r.name == "services"),
+            Err(_) => false,
+        };
+        *cached = Some((Instant::now(), installed));
+        installed
+    }
+}
+
+/// Runs the controller until the process is asked to stop.
+pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
+    let ns = config.namespace.clone();
+    let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    let (deployments, deployment_stream) =
+        child_stream::<Deployment>(&client, &ns, managed.clone());
+    let (services, service_stream) = child_stream::<Service>(&client, &ns, managed.clone());
+    let (autoscalers, hpa_stream) = child_stream::<HorizontalPodAutoscaler>(&client, &ns, managed);
+    let board = Arc::new(nfr::Board::default());
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), Reporter::from("oaas-crm")),
+        children: Children::new(
+            client.clone(),
+            ChildStores {
+                deployments,
+                services,
+                autoscalers,
+            },
+        ),
+        config,
+        metrics,
+        nfr: board.clone(),
+        knative: Mutex::new(None),
+        status: StatusWriter::new(FIELD_MANAGER),
+    });
+    let controller = Controller::new(
+        Api::<ClassRuntime>::namespaced(client.clone(), &ns),
+        watcher::Config::default(),
+    );
+    // The analyzer reports on the board and wakes the runtime it reported on.
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+    if let Some(settings) = ctx.config.nfr.clone() {
+        match nfr::provider::Prometheus::new(&settings.prometheus_url, settings.query_timeout) {
+            Ok(prometheus) => {
+                let analyzer = nfr::analyzer::Analyzer {
+                    provider: Arc::new(prometheus),
+                    settings,
+                    render: ctx.config.render.clone(),
+                    board,
+                    runtimes: controller.store(),
+                    recorder: Recorder::new(client.clone(), Reporter::from("oaas-crm")),
+                    metrics: ctx.metrics.clone(),
+                    wake,
+                    pending: Default::default(),
+                };
+                tokio::spawn(analyzer.run());
+            }
+            Err(e) => warn!(error = %e, "the NFR analyzer cannot start"),
+        }
+    }
+    controller
+        .owns_stream(deployment_stream)
+        .owns_stream(service_stream)
+        .owns_stream(hpa_stream)
+        .reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(woken))
+        .with_config(kube::runtime::controller::Config::default().concurrency(16))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+type ChildStream<K> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<K, watcher::Error>> + Send>>;
+
+fn child_stream<K>(client: &Client, ns: &str, config: watcher::Config) -> (Store<K>, ChildStream<K>)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + serde::de::DeserializeOwned
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(Api::<K>::namespaced(client.clone(), ns), config)
+        .default_backoff()
+        // Managed fields are most of an object and nothing here reads them.
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(writer)
+        // Touched, not applied: a deleted child must wake its owner up so it comes back.
+        .touched_objects();
+    (reader, Box::pin(stream))
+}
+
+#[instrument(skip_all, fields(class_runtime = %runtime.name_any(), correlation_id))]
+async fn reconcile(runtime: Arc<ClassRuntime>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if let Some(id) = runtime.annotations().get(CORRELATION_ANNOTATION) {
+        tracing::Span::current().record("correlation_id", id.as_str());
+    }
+    let api = Api::<ClassRuntime>::namespaced(
+        ctx.client.clone(),
+        &runtime.namespace().unwrap_or_default(),
+    );
+    with_finalizer(
+        &api,
+        FINALIZER,
+        runtime,
+        |e| Error::Finalizer(Box::new(e)),
+        |took, error| {
+            ctx.metrics
+                .observe_reconcile(took, error.map(Error::metric_label))
+        },
+        |event| async {
+            match event {
+                Finalizer::Apply(runtime) => pipeline::apply(&runtime, &ctx).await,
+                Finalizer::Cleanup(runtime) => pipeline::cleanup(&runtime, &ctx).await,
+            }
+        },
+    )
+    .await
+}
+
+fn error_policy(runtime: Arc<ClassRuntime>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(class_runtime = %runtime.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}

@@ -1,0 +1,166 @@
+//! The informer cache of ClassRuntimes and the feed of their changes: what the status calls
+//! answer from, and what `WatchDeploymentStatus` streams (a snapshot, then each change).
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use oaas_crds::ClassRuntime;
+use oaas_crds::convert::{deployment_status_to_proto, unit_from_runtime_spec};
+use oaas_operator_common::Synced;
+use oaas_proto::deployment as pb;
+use tokio::sync::{broadcast, mpsc};
+use tonic::Status;
+use tracing::warn;
+
+/// The informer cache of ClassRuntimes and a feed of their changes for watchers.
+#[derive(Clone)]
+pub struct Runtimes {
+    pub store: Store<ClassRuntime>,
+    /// The store is filled (the one waiter on it; see `Synced`).
+    pub synced: Synced,
+    changes: broadcast::Sender<pb::DeploymentStatusEvent>,
+}
+
+impl Runtimes {
+    /// Starts watching ClassRuntimes in the namespace; the returned future drives the watch.
+    pub fn start(client: &Client, namespace: &str) -> (Self, impl Future<Output = ()> + use<>) {
+        let (store, writer) = reflector::store();
+        let (changes, _) = broadcast::channel(4096);
+        let sender = changes.clone();
+        let stream = watcher(
+            Api::<ClassRuntime>::namespaced(client.clone(), namespace),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        // Managed fields are most of an object and nothing here reads them.
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(writer);
+        let driver = async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                let (kind, runtime) = match event {
+                    Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
+                        (pb::deployment_status_event::Kind::Upserted, r)
+                    }
+                    Ok(watcher::Event::Delete(r)) => {
+                        (pb::deployment_status_event::Kind::Deleted, r)
+                    }
+                    Ok(_) => continue,
+                    Err(e) => {
+                        warn!(error = %e, "ClassRuntime watch failed; retrying");
+                        continue;
+                    }
+                };
+                // No receiver is fine: nobody is watching right now.
+                let _ = sender.send(event_of(kind, &runtime));
+            }
+        };
+        let synced = Synced::after({
+            let store = store.clone();
+            async move { store.wait_until_ready().await.is_ok() }
+        });
+        (
+            Self {
+                store,
+                synced,
+                changes,
+            },
+            driver,
+        )
+    }
+
+    pub(super) fn find(&self, deployment_id: &str) -> Option<Arc<ClassRuntime>> {
+        self.store.find(|r| r.spec.deployment_id == deployment_id)
+    }
+}
+
+pub(super) fn status_of(runtime: &ClassRuntime) -> pb::DeploymentStatus {
+    let status = runtime.status.clone().unwrap_or_default();
+    let mut proto =
+        deployment_status_to_proto(&runtime.spec.deployment_id, &status, runtime.spec.revision);
+    proto.updated_at = runtime
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().map(|c| &c.last_transition_time).max())
+        .map(oaas_crds::convert::time_to_proto);
+    if runtime.metadata.deletion_timestamp.is_some() {
+        proto.phase = pb::Phase::Deleting as i32;
+    } else if status.observed_generation != runtime.metadata.generation {
+        // The status describes an older spec: the new one is still being applied.
+        proto.phase = pb::Phase::Applying as i32;
+    }
+    proto
+}
+
+fn event_of(
+    kind: pb::deployment_status_event::Kind,
+    runtime: &ClassRuntime,
+) -> pb::DeploymentStatusEvent {
+    pb::DeploymentStatusEvent {
+        kind: kind as i32,
+        status: Some(status_of(runtime)),
+    }
+}
+
+pub(super) fn info_of(runtime: &ClassRuntime) -> pb::ClassRuntimeInfo {
+    pb::ClassRuntimeInfo {
+        name: runtime.name_any(),
+        namespace: runtime.namespace().unwrap_or_default(),
+        unit: Some(unit_from_runtime_spec(&runtime.spec)),
+        status: Some(status_of(runtime)),
+    }
+}
+
+/// Sends a snapshot of every matching runtime, then each change, until the client leaves.
+/// A watcher that falls behind gets a fresh snapshot instead of the events it missed.
+pub(super) async fn stream_changes(
+    runtimes: Runtimes,
+    ids: Vec<String>,
+    tx: mpsc::Sender<Result<pb::DeploymentStatusEvent, Status>>,
+) {
+    use pb::deployment_status_event::Kind;
+    let wanted = |id: &str| ids.is_empty() || ids.iter().any(|i| i == id);
+    let mut changes = runtimes.changes.subscribe();
+    // A CRM that just started serves before its cache is filled: a snapshot taken then
+    // would be empty, and the hub would forget runtimes that do not change again.
+    runtimes.synced.wait().await;
+    loop {
+        for runtime in runtimes.store.state() {
+            if wanted(&runtime.spec.deployment_id)
+                && tx
+                    .send(Ok(event_of(Kind::Upserted, &runtime)))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+        let complete = pb::DeploymentStatusEvent {
+            kind: Kind::SnapshotComplete as i32,
+            status: None,
+        };
+        if tx.send(Ok(complete)).await.is_err() {
+            return;
+        }
+        loop {
+            match changes.recv().await {
+                Ok(event) => {
+                    let id = event
+                        .status
+                        .as_ref()
+                        .map(|s| s.deployment_id.as_str())
+                        .unwrap_or_default();
+                    if wanted(id) && tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+use super::*;
+
+const SEED_PACKAGE: &str = r#"
+name: e2e-test-pkg
+version: 1.0
+metadata:
+  tags: ["e2e", "test"]
+  author: "E2E Test Suite"
+classes:
+  - key: TestRecord
+    function_bindings:
+      - access_modifier: PUBLIC
+        function_key: TestRecord.echo
+        stateless: true
+        name: echo
+        parameters: []
+    state_spec:
+      consistency_model: NONE
+functions:
+  - key: TestRecord.echo
+    function_type: CUSTOM
+    provision_config:
+      container_image: ghcr.io/pawissanutt/oaas-rs/echo-fn:dev-alpha
+      max_concurrency: 0
+    config:
+      HTTP_PORT: 8080
+      RUST_LOG: info
+dependencies: []
+deployments:
+  - key: E2EClass
+    class_key: TestRecord
+    target_envs: [oaas-1]
+    env_templates: {oaas-1: full}
+    odgm:
+      log: debug
+"#;
+
+fn seed_package() -> Package {
+    serde_yaml::from_str(SEED_PACKAGE).unwrap()
+}
+
+#[test]
+fn a_seed_package_file_becomes_a_package_and_its_deployments() {
+    let (package, deployments) = package_resources(&seed_package(), "shop").unwrap();
+    assert_eq!(package.metadata.name.as_deref(), Some("e2e-test-pkg"));
+    assert_eq!(package.metadata.namespace.as_deref(), Some("shop"));
+    assert_eq!(package.spec.version.as_deref(), Some("1.0"));
+    let function = &package.spec.functions[0];
+    assert_eq!(function.config["HTTP_PORT"], "8080");
+    let provision = function.provision_config.as_ref().unwrap();
+    assert_eq!(provision.max_concurrency, None, "0 means no limit");
+    assert_eq!(provision.need_http2, None);
+
+    let [deployment] = deployments.as_slice() else {
+        panic!("one deployment expected")
+    };
+    assert_eq!(deployment.metadata.name.as_deref(), Some("e2eclass"));
+    assert_eq!(deployment.annotations()[KEY_ANNOTATION], "E2EClass");
+    assert_eq!(
+        deployment.spec.package, "e2e-test-pkg",
+        "defaults to the package"
+    );
+    assert_eq!(deployment.spec.target_clusters, ["oaas-1"]);
+    assert_eq!(deployment.spec.template, Some(Template::K8sDeployment));
+    let odgm = deployment.spec.odgm.as_ref().unwrap();
+    assert_eq!(odgm.log_level, Some(LogLevel::Debug));
+    assert_eq!((odgm.partition_count, odgm.replica_count), (1, 1));
+    assert_eq!(deployment.spec.nfr, None);
+}
+
+#[test]
+fn documents_round_trip_through_resources() {
+    let doc = seed_package();
+    let (package, deployments) = package_resources(&doc, "shop").unwrap();
+    let back_deployments: Vec<Deployment> = deployments.iter().map(deployment_document).collect();
+    let back = package_document(&package, back_deployments);
+    assert_eq!(back.name, doc.name);
+    assert_eq!(back.version, doc.version);
+    assert_eq!(back.metadata, doc.metadata);
+    assert_eq!(back.classes, doc.classes);
+    let mut functions = doc.functions.clone();
+    functions[0]
+        .provision_config
+        .as_mut()
+        .unwrap()
+        .max_concurrency = None;
+    assert_eq!(back.functions, functions);
+    let deployment = &back.deployments[0];
+    assert_eq!(deployment.key, "E2EClass");
+    assert_eq!(deployment.env_templates["oaas-1"], "k8s_deployment");
+    assert_eq!(deployment.condition, Some(DeploymentCondition::Pending));
+    assert_eq!(
+        deployment.odgm.as_ref().unwrap().log.as_deref(),
+        Some("debug")
+    );
+}
+
+#[test]
+fn deployment_problems_name_the_document_field() {
+    let mut doc = seed_package();
+    doc.deployments[0].target_envs.clear();
+    let err = package_resources(&doc, "ns").unwrap_err();
+    assert_eq!(err.field, "deployments[0].target_envs");
+
+    doc.deployments[0].available_envs = vec!["a".into(), "b".into()];
+    let (_, deployments) = package_resources(&doc, "ns").unwrap();
+    assert_eq!(deployments[0].spec.target_clusters, ["a", "b"]);
+
+    let mut d = doc.deployments[0].clone();
+    d.package_name = "e2e-test-pkg".into();
+    d.env_templates = [("a".into(), "dev".into()), ("b".into(), "edge".into())].into();
+    assert_eq!(
+        deployment_resource(&d, "ns").unwrap_err().field,
+        "env_templates"
+    );
+    d.env_templates = [("a".into(), "fast".into())].into();
+    let err = deployment_resource(&d, "ns").unwrap_err();
+    assert!(err.problem.contains("unknown template \"fast\""), "{err}");
+
+    let mut d = doc.deployments[0].clone();
+    d.package_name = "e2e-test-pkg".into();
+    d.odgm.as_mut().unwrap().log = Some("loud".into());
+    assert_eq!(deployment_resource(&d, "ns").unwrap_err().field, "odgm.log");
+    d.package_name.clear();
+    assert_eq!(
+        deployment_resource(&d, "ns").unwrap_err().field,
+        "package_name"
+    );
+    d.key = " ".into();
+    assert_eq!(deployment_resource(&d, "ns").unwrap_err().field, "key");
+}
+
+#[test]
+fn phases_map_to_the_seeds_conditions() {
+    assert_eq!(condition_of(Phase::Available), DeploymentCondition::Running);
+    assert_eq!(
+        condition_of(Phase::Progressing),
+        DeploymentCondition::Deploying
+    );
+    assert_eq!(
+        condition_of(Phase::Applying),
+        DeploymentCondition::Deploying
+    );
+    assert_eq!(condition_of(Phase::Degraded), DeploymentCondition::Down);
+    assert_eq!(condition_of(Phase::Pending), DeploymentCondition::Pending);
+    assert_eq!(condition_of(Phase::Deleting), DeploymentCondition::Deleted);
+}
