@@ -32,14 +32,19 @@ impl<S: Clone + PartialEq + Default + Serialize> StatusWriter<S> {
     }
 
     /// The status `object` has now: what this process last wrote for it, else `cached`.
+    /// Once the cache shows that write, the cache is as fresh and the write is forgotten, so
+    /// only writes the cache has not caught up with yet are held.
     pub fn current<K: Resource>(&self, object: &K, cached: Option<&S>) -> S {
-        self.written
-            .lock()
-            .expect("status memory lock")
-            .get(&key(object))
-            .cloned()
-            .or_else(|| cached.cloned())
-            .unwrap_or_default()
+        let mut written = self.written.lock().expect("status memory lock");
+        let key = key(object);
+        match written.get(&key) {
+            Some(last) if Some(last) != cached => last.clone(),
+            Some(_) => {
+                written.remove(&key);
+                cached.cloned().unwrap_or_default()
+            }
+            None => cached.cloned().unwrap_or_default(),
+        }
     }
 
     /// Applies `status` unless it equals `current` (from [`Self::current`]); whether it wrote.
@@ -120,5 +125,22 @@ mod tests {
         assert_eq!(writer.current(&mk_object("u2"), None), "", "another object");
         writer.forget(&object);
         assert_eq!(writer.current(&object, Some(&"cached".into())), "cached");
+    }
+
+    #[test]
+    fn a_write_is_held_only_until_the_cache_shows_it() {
+        let writer = StatusWriter::<String>::new("test");
+        let object = mk_object("u1");
+        writer
+            .written
+            .lock()
+            .unwrap()
+            .insert("u1".into(), "written".into());
+        assert_eq!(writer.current(&object, Some(&"written".into())), "written");
+        assert!(
+            writer.written.lock().unwrap().is_empty(),
+            "caught up: dropped"
+        );
+        assert_eq!(writer.current(&object, Some(&"newer".into())), "newer");
     }
 }

@@ -4,7 +4,6 @@
 //! the [`SpokeClient`]) → **record** (status, conditions, events). The spokes' status
 //! streams fill the registry's board and trigger this reconcile; OCluster and OPackage
 //! changes trigger it too.
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -361,8 +360,8 @@ async fn cleanup(cd: &OClassDeployment, ctx: &Context) -> Result<Action, Error> 
         return Err(Error::Spokes(failures.join("; ")));
     }
     ctx.status.forget(cd);
-    let clusters: BTreeMap<&str, ()> = targets.iter().map(|(c, _)| (c.as_str(), ())).collect();
-    info!(deployment = %inputs.id, clusters = ?clusters.keys().collect::<Vec<_>>(), "removed from every cluster");
+    let clusters: Vec<&str> = targets.iter().map(|(c, _)| c.as_str()).collect();
+    info!(deployment = %inputs.id, ?clusters, "removed from every cluster");
     Ok(Action::await_change())
 }
 

@@ -44,15 +44,20 @@ impl SpokeError {
         }
     }
 
-    /// Worth another try: the spoke may answer differently in a moment.
+    /// Worth another try: the spoke may answer differently in a moment. (A cluster not
+    /// registered or cut off by its breaker changes only with its next health check.)
     fn transient(&self) -> bool {
-        matches!(
-            self.code(),
-            tonic::Code::Unavailable
-                | tonic::Code::DeadlineExceeded
-                | tonic::Code::Aborted
-                | tonic::Code::FailedPrecondition
-        ) && matches!(self, Self::Timeout { .. } | Self::Failed { .. })
+        match self {
+            Self::Timeout { .. } => true,
+            Self::Failed { code, .. } => matches!(
+                code,
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Aborted
+                    | tonic::Code::FailedPrecondition
+            ),
+            Self::NotRegistered(_) | Self::CircuitOpen(_) => false,
+        }
     }
 }
 
