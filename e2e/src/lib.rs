@@ -8,7 +8,7 @@
 //! What differs between the two comes from the cluster, not from constants: node counts
 //! ([`node_counts`]), an image a Pod can run ([`runnable_image`]). The suites that run their
 //! own operator processes name placeholder images (`img/<name>:<n>`) that only kwok's fake
-//! kubelet "runs"; they stay on the loopback clusters (the README says why).
+//! kubelet "runs"; they stay on the loopback clusters (docs/testing.md says why).
 #![forbid(unsafe_code)]
 
 mod cluster_facts;
