@@ -68,10 +68,12 @@ pub fn decide(inputs: &Inputs) -> Decision {
     let mut sends = Vec::new();
     let mut settled = BTreeMap::new();
     for cluster in &plan.clusters {
-        let unit = unit::build(&inputs.id, &inputs.spec, resolved, cluster);
         if let Err(problem) = reachable(cluster, view(cluster)) {
             settled.insert(cluster.clone(), Err(problem));
-        } else if inputs.reported_revisions.get(cluster) == Some(&unit.revision) {
+            continue;
+        }
+        let unit = unit::build(&inputs.id, &inputs.spec, resolved, cluster);
+        if inputs.reported_revisions.get(cluster) == Some(&unit.revision) {
             settled.insert(cluster.clone(), Ok(unit.revision));
         } else {
             sends.push((cluster.clone(), unit));

@@ -214,12 +214,7 @@ fn gather(cd: &OClassDeployment, ctx: &Context) -> Inputs {
         Some(p) => resolve_class(&cd.spec, &p, &lookup),
     };
     let now = Timestamp::now();
-    let clusters: Vec<ClusterView> = ctx
-        .clusters
-        .state()
-        .iter()
-        .map(|c| cluster_view(c, ctx, now))
-        .collect();
+    let clusters = cluster_views(ctx, now);
     let reported_revisions = clusters
         .iter()
         .filter_map(|c| {
@@ -239,6 +234,15 @@ fn gather(cd: &OClassDeployment, ctx: &Context) -> Inputs {
         now: Time(now),
         id,
     }
+}
+
+/// A view of every OCluster the hub knows.
+fn cluster_views(ctx: &Context, now: Timestamp) -> Vec<ClusterView> {
+    ctx.clusters
+        .state()
+        .iter()
+        .map(|c| cluster_view(c, ctx, now))
+        .collect()
 }
 
 fn cluster_view(cluster: &OCluster, ctx: &Context, now: Timestamp) -> ClusterView {
@@ -344,13 +348,15 @@ fn correlation_id(cd: &OClassDeployment) -> String {
 /// cluster that cannot be reached keeps the finalizer (and retries) until it answers or its
 /// OCluster is deleted.
 async fn cleanup(cd: &OClassDeployment, ctx: &Context) -> Result<Action, Error> {
-    let inputs = gather(cd, ctx);
+    let id = deployment_id(cd);
     let correlation = correlation_id(cd);
-    let targets = decide::cleanup_targets(&cd.spec, &inputs.previous, &inputs.clusters);
+    let status = ctx.status.current(cd, cd.status.as_ref());
+    let clusters = cluster_views(ctx, Timestamp::now());
+    let targets = decide::cleanup_targets(&cd.spec, &status, &clusters);
     let results = join_all(targets.iter().map(|(cluster, reachable)| async {
         reachable.clone()?;
         ctx.spokes
-            .delete(cluster, &inputs.id, &correlation)
+            .delete(cluster, &id, &correlation)
             .await
             .map_err(|e| e.to_string())
     }))
@@ -361,7 +367,7 @@ async fn cleanup(cd: &OClassDeployment, ctx: &Context) -> Result<Action, Error> 
     }
     ctx.status.forget(cd);
     let clusters: Vec<&str> = targets.iter().map(|(c, _)| c.as_str()).collect();
-    info!(deployment = %inputs.id, ?clusters, "removed from every cluster");
+    info!(deployment = %id, ?clusters, "removed from every cluster");
     Ok(Action::await_change())
 }
 
