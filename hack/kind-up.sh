@@ -84,6 +84,13 @@ for spoke in spoke-a spoke-b; do
 done
 
 kubectl --context oaas-hub wait --for=condition=Established crd --all --timeout=60s >/dev/null
+# The samples go into the hub's `default` namespace, which maps to `default` in each spoke. A
+# CRM creates the namespaces it needs but uses an existing one only once it is handed over
+# (labelled with the CRM's own namespace), as an administrator does here.
+for spoke in spoke-a spoke-b; do
+  kubectl --context "oaas-$spoke" label namespace default oaas.io/crm=oaas-workloads \
+    --overwrite >/dev/null
+done
 apply_samples kind/clusters.yaml "kubectl --context oaas-hub -n oaas-system logs deploy/oaas-pm"
 log "kind-up finished in $((SECONDS - started))s"
 cat <<MSG
@@ -92,7 +99,7 @@ The system runs on kind. Try:
   export KUBECONFIG=$KIND_KUBECONFIG
   kubectl get classdeployments                                  # on the hub (context oaas-hub)
   kubectl -n oaas-system get pods -o wide                       # the PM, from an image built here
-  kubectl --context oaas-spoke-a -n oaas-workloads get pods     # the sample's function and ODGM Pods
+  kubectl --context oaas-spoke-a get pods                       # the sample's function and ODGM Pods
   kubectl --context oaas-spoke-b -n oaas-system get pods        # spoke-b's CRM
   curl -s 127.0.0.1:30080/api/v1/openapi.json | head -c 300     # the PM's REST facade (NodePort)
 Remove it with: just kind-down

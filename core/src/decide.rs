@@ -2,7 +2,7 @@
 //! [`Inputs`]) to the plan, the units to send, the clusters to clean up, and — once the
 //! sends are done — the status ([`finish`]). The PM's controller gathers, acts and records;
 //! every choice is made here.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use oaas_crds::class_deployment::{OClassDeploymentSpec, OClassDeploymentStatus, ReplicaPlan};
@@ -12,24 +12,43 @@ use oaas_proto::deployment as pb;
 use crate::placement::{ClusterView, plan, reachable};
 use crate::resolve::{Problem, ResolvedClass};
 use crate::rollout::{self, Outcome, Rollout};
+use crate::tenancy::spoke_namespace;
 use crate::unit;
 
 /// Everything a decision is made from.
 #[derive(Debug, Clone)]
 pub struct Inputs {
-    /// `<namespace>/<name>` of the OClassDeployment: its id in every spoke.
+    /// `<hub>/<namespace>/<name>` of the OClassDeployment: its id in every spoke.
     pub id: String,
+    /// The OClassDeployment's namespace on the hub (mapped to a namespace in each spoke).
+    pub namespace: String,
     pub generation: Option<i64>,
     pub spec: OClassDeploymentSpec,
     /// The class and functions it deploys, or why they cannot be resolved.
     pub resolved: Result<ResolvedClass, Problem>,
     /// Every OCluster the PM knows.
     pub clusters: Vec<ClusterView>,
-    /// The revision each spoke last reported for this deployment.
-    pub reported_revisions: BTreeMap<String, i64>,
+    /// What each spoke last reported holding for this deployment.
+    pub reported: BTreeMap<String, Held>,
     /// The status as last written.
     pub previous: OClassDeploymentStatus,
     pub now: Time,
+}
+
+/// What a spoke holds for a deployment: the revision the hub last wrote there, and a hash
+/// of the spec as it is now (computed as the hub computes revisions; 0 from a spoke too old
+/// to report it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Held {
+    pub revision: i64,
+    pub spec_hash: i64,
+}
+
+impl Held {
+    /// Whether the spoke runs `revision` exactly as the hub sent it.
+    pub fn runs(&self, revision: i64) -> bool {
+        self.revision == revision && (self.spec_hash == revision || self.spec_hash == 0)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +66,9 @@ pub struct Plan {
     pub replanned: bool,
     /// Units for planned clusters that do not run their revision yet.
     pub sends: Vec<(String, pb::DeploymentUnit)>,
+    /// Clusters among the sends that held this revision already, as far as the hub knew: the
+    /// spoke's copy was edited or deleted there (drift) if the send changes anything.
+    pub restores: BTreeSet<String>,
     /// Planned clusters already running their unit's revision, or that cannot be reached
     /// (with why): their outcome without a call.
     pub settled: BTreeMap<String, Outcome>,
@@ -66,18 +88,31 @@ pub fn decide(inputs: &Inputs) -> Decision {
     let plan = plan(&inputs.spec, &inputs.clusters, previous_plan, strong);
     let view = |name: &str| inputs.clusters.iter().find(|c| c.name == name);
     let mut sends = Vec::new();
+    let mut restores = BTreeSet::new();
     let mut settled = BTreeMap::new();
     for cluster in &plan.clusters {
-        if let Err(problem) = reachable(cluster, view(cluster)) {
+        let Some(view) = view(cluster).filter(|v| reachable(cluster, Some(v)).is_ok()) else {
+            let problem = reachable(cluster, view(cluster)).err().unwrap_or_default();
             settled.insert(cluster.clone(), Err(problem));
             continue;
-        }
-        let unit = unit::build(&inputs.id, &inputs.spec, resolved, cluster);
-        if inputs.reported_revisions.get(cluster) == Some(&unit.revision) {
+        };
+        let namespace = spoke_namespace(&view.namespace_prefix, &inputs.namespace);
+        let unit = unit::build(&inputs.id, &inputs.spec, resolved, cluster, &namespace);
+        let held = inputs.reported.get(cluster);
+        if held.is_some_and(|h| h.runs(unit.revision)) {
             settled.insert(cluster.clone(), Ok(unit.revision));
-        } else {
-            sends.push((cluster.clone(), unit));
+            continue;
         }
+        let held_before = held.is_some_and(|h| h.revision == unit.revision)
+            || inputs
+                .previous
+                .clusters
+                .iter()
+                .any(|c| &c.cluster == cluster && c.revision == Some(unit.revision));
+        if held_before {
+            restores.insert(cluster.clone());
+        }
+        sends.push((cluster.clone(), unit));
     }
     let mut removals = Vec::new();
     let mut stuck_removals = BTreeMap::new();
@@ -97,6 +132,7 @@ pub fn decide(inputs: &Inputs) -> Decision {
         replanned: previous_plan.map(|p| &p.clusters) != Some(&plan.clusters),
         plan,
         sends,
+        restores,
         settled,
         removals,
         stuck_removals,
@@ -142,7 +178,7 @@ pub fn finish(inputs: &Inputs, decided: Plan, acted: Acted) -> Rollout {
     outcomes.extend(acted.sent);
     let mut leaving = decided.stuck_removals;
     leaving.extend(acted.failed_removals);
-    rollout::status(
+    let mut rollout = rollout::status(
         &inputs.id,
         inputs.generation,
         &inputs.previous,
@@ -153,7 +189,14 @@ pub fn finish(inputs: &Inputs, decided: Plan, acted: Acted) -> Rollout {
             reported: &acted.reported,
         },
         &inputs.now,
-    )
+    );
+    // Where each cluster holds it: what `kubectl get` and REST show as the mapping.
+    for cluster in &mut rollout.status.clusters {
+        if let Some(view) = inputs.clusters.iter().find(|c| c.name == cluster.cluster) {
+            cluster.namespace = Some(spoke_namespace(&view.namespace_prefix, &inputs.namespace));
+        }
+    }
+    rollout
 }
 
 #[cfg(test)]

@@ -8,5 +8,6 @@ pub mod placement;
 pub mod planning;
 pub mod resolve;
 pub mod rollout;
+pub mod tenancy;
 pub mod unit;
 pub mod wire;

@@ -23,6 +23,8 @@ pub struct ClusterView {
     pub unready_for: Duration,
     /// Whether the PM has a channel to the cluster's CRM.
     pub connected: bool,
+    /// Put before a hub namespace's name to name its namespace in this cluster.
+    pub namespace_prefix: String,
 }
 
 /// Whether units can be sent to `cluster` now; the message says why not.
@@ -125,6 +127,7 @@ pub(crate) mod tests {
             availability: Some(0.99),
             unready_for: Duration::ZERO,
             connected: true,
+            namespace_prefix: String::new(),
         }
     }
 

@@ -5,18 +5,19 @@
 //! the spoke maps it straight back), so the hub and the spokes cannot disagree on a field.
 use oaas_crds::ClassRuntimeSpec;
 use oaas_crds::class_deployment::OClassDeploymentSpec;
-use oaas_crds::convert::unit_from_runtime_spec;
-use oaas_crds::validation::fnv1a;
+use oaas_crds::convert::unit_with_revision;
 use oaas_proto::deployment as pb;
 
 use crate::resolve::ResolvedClass;
 
-/// The unit for `cluster`, its revision set to a hash of everything else in it.
+/// The unit for `cluster`, deployed into its spoke `namespace`; its revision is a hash of
+/// everything else in it.
 pub fn build(
     deployment_id: &str,
     spec: &OClassDeploymentSpec,
     resolved: &ResolvedClass,
     cluster: &str,
+    namespace: &str,
 ) -> pb::DeploymentUnit {
     let runtime = ClassRuntimeSpec {
         deployment_id: deployment_id.to_string(),
@@ -33,15 +34,7 @@ pub fn build(
         consistency_model: resolved.consistency,
         revision: None,
     };
-    let mut unit = unit_from_runtime_spec(&runtime);
-    unit.revision = revision_of(&unit);
-    unit
-}
-
-/// A stable 63-bit hash of a unit (whose revision is unset), as its revision.
-fn revision_of(unit: &pb::DeploymentUnit) -> i64 {
-    use prost::Message;
-    (fnv1a(&unit.encode_to_vec()) >> 1) as i64
+    unit_with_revision(&runtime, namespace)
 }
 
 #[cfg(test)]
@@ -78,27 +71,43 @@ mod tests {
 
     #[test]
     fn the_spoke_reads_back_what_the_hub_sent() {
-        let unit = build("team/record", &mk_spec(), &mk_resolved(), "spoke-a");
+        let unit = build(
+            "h/team/record",
+            &mk_spec(),
+            &mk_resolved(),
+            "spoke-a",
+            "team",
+        );
         let runtime = runtime_spec_from_unit(&unit).expect("a valid unit");
-        assert_eq!(runtime.deployment_id, "team/record");
+        assert_eq!(runtime.deployment_id, "h/team/record");
         assert_eq!(runtime.target_cluster.as_deref(), Some("spoke-a"));
         assert_eq!(runtime.addons, ["odgm"]);
         assert_eq!(runtime.consistency_model, ConsistencyModel::Strong);
         assert_eq!(runtime.functions, mk_resolved().functions);
         assert_eq!(runtime.revision, Some(unit.revision));
+        assert_eq!(
+            unit_with_revision(&runtime, "team").revision,
+            unit.revision,
+            "the spoke's hash of what it holds equals the hub's revision"
+        );
     }
 
     #[test]
     fn the_revision_follows_the_content_and_nothing_else() {
-        let a = build("ns/d", &mk_spec(), &mk_resolved(), "spoke-a");
-        assert_eq!(a, build("ns/d", &mk_spec(), &mk_resolved(), "spoke-a"));
-        let other_cluster = build("ns/d", &mk_spec(), &mk_resolved(), "spoke-b");
+        let a = build("h/ns/d", &mk_spec(), &mk_resolved(), "spoke-a", "ns");
+        assert_eq!(
+            a,
+            build("h/ns/d", &mk_spec(), &mk_resolved(), "spoke-a", "ns")
+        );
+        let other_cluster = build("h/ns/d", &mk_spec(), &mk_resolved(), "spoke-b", "ns");
         assert_ne!(a.revision, other_cluster.revision);
+        let other_namespace = build("h/ns/d", &mk_spec(), &mk_resolved(), "spoke-a", "p-ns");
+        assert_ne!(a.revision, other_namespace.revision);
         let mut changed = mk_spec();
         changed.target_env = Some("staging".into());
         assert_ne!(
             a.revision,
-            build("ns/d", &changed, &mk_resolved(), "spoke-a").revision
+            build("h/ns/d", &changed, &mk_resolved(), "spoke-a", "ns").revision
         );
         assert!(a.revision >= 0);
     }

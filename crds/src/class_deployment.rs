@@ -141,6 +141,9 @@ pub struct ClusterDeploymentStatus {
     pub cluster: String,
     /// Deployment id used with the cluster's CRM (stable across retries and restarts).
     pub deployment_id: String,
+    /// The namespace in that cluster this deployment's namespace maps to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     #[serde(default)]

@@ -68,6 +68,15 @@ pub struct OClusterSpec {
     /// The cluster that deployments without targets go to (REST and env bootstrap).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub default: bool,
+    /// Put before each hub namespace's name to name its namespace in this cluster (none:
+    /// the same name). Give each hub sharing a cluster its own prefix. Changing it moves
+    /// every class deployment to the new namespaces (each old runtime goes once its
+    /// replacement is Available).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[x_kube(validation = Rule::new("self == '' || self.matches('^[a-z0-9]([-a-z0-9]*)?$')")
+        .message("namespacePrefix must be lowercase letters, digits and '-', starting with a letter or digit, e.g. hub-eu-"))]
+    #[schemars(length(max = 40))]
+    pub namespace_prefix: String,
 }
 
 fn default_timeout() -> u32 {

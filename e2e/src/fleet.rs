@@ -1,6 +1,7 @@
-//! A whole system for one test: a hub namespace, a CRM per spoke (each in a namespace of its
-//! own) registered on the hub as an OCluster labelled for the test, and a PM scoped to that
-//! namespace and those clusters.
+//! A whole system for one test: a hub namespace, a CRM per spoke registered on the hub as an
+//! OCluster labelled for the test, and a PM scoped to that namespace and those clusters. Each
+//! CRM runs in a spoke namespace of the hub namespace's name: the one the hub namespace maps
+//! to (no prefix), and the CRM's own, so the test's workloads land there.
 use std::time::Duration;
 
 use kube::{Api, Client};
@@ -9,7 +10,7 @@ use oaas_crds::cluster::ClusterHealth;
 
 use crate::{
     Crm, E2E_CLUSTER_LABEL, Pm, TestNamespace, client_for, hub_context, install_all_crds, kubectl,
-    kubectl_with_input, spoke_contexts, wait_for,
+    kubectl_with_input, repo_path, spoke_contexts, wait_for,
 };
 
 pub struct FleetSpoke {
@@ -43,6 +44,34 @@ pub fn cluster_manifest(
     )
 }
 
+/// The sample package and class deployment (`manifests/samples`), the deployment targeting
+/// `clusters`.
+pub fn samples(clusters: &[String]) -> anyhow::Result<(String, String)> {
+    let package = std::fs::read_to_string(repo_path("manifests/samples/package.yaml"))?;
+    let deployment = std::fs::read_to_string(repo_path("manifests/samples/classdeployment.yaml"))?
+        .replace(
+            "targetClusters: [spoke-a, spoke-b]",
+            &format!("targetClusters: [{}]", clusters.join(", ")),
+        );
+    Ok((package, deployment))
+}
+
+/// Waits (up to a minute) until a class deployment is Available, as `kubectl wait` does.
+pub fn wait_available(context: &str, namespace: &str, deployment: &str) -> anyhow::Result<()> {
+    kubectl(
+        context,
+        &[
+            "wait",
+            "-n",
+            namespace,
+            "--for=condition=Available",
+            &format!("classdeployment/{deployment}"),
+            "--timeout=60s",
+        ],
+    )
+    .map(drop)
+}
+
 pub async fn cluster_health(api: &Api<OCluster>, name: &str) -> anyhow::Result<ClusterHealth> {
     Ok(api.get(name).await?.status.unwrap_or_default().health)
 }
@@ -74,7 +103,7 @@ impl Fleet {
         let mut spokes = Vec::new();
         for context in spoke_contexts() {
             let client = client_for(&context).await?;
-            let spoke_ns = TestNamespace::create(&client, &format!("{test}-spoke")).await?;
+            let spoke_ns = TestNamespace::create_named(&client, test, &ns.name).await?;
             let crm = Crm::start(&context, &spoke_ns.name, crm_env).await?;
             let cluster = format!("{}-{}", ns.name, context.trim_start_matches("oaas-"));
             let manifest = cluster_manifest(&cluster, &ns.name, "", &crm.endpoint, "");

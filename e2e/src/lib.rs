@@ -22,7 +22,10 @@ mod wait;
 
 pub use cluster_facts::{node_counts, runnable_image};
 pub use crds::{install_all_crds, install_crds};
-pub use fleet::{Fleet, FleetSpoke, cluster_health, cluster_manifest, wait_cluster_health};
+pub use fleet::{
+    Fleet, FleetSpoke, cluster_health, cluster_manifest, samples, wait_available,
+    wait_cluster_health,
+};
 pub use namespace::{TestNamespace, delete_all_test_namespaces};
 pub use process::{Crm, Pm, Process, binary, free_port, http_get, http_status};
 pub use prometheus::{Exporter, Prometheus};

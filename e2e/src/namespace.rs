@@ -24,6 +24,12 @@ impl TestNamespace {
             .sample_string(&mut rand::rng(), 6)
             .to_lowercase();
         let name = format!("e2e-{}-{suffix}", test.replace('_', "-"));
+        Self::create_named(client, test, &name).await
+    }
+
+    /// A namespace of the given name (e.g. the same as the test's hub namespace, in a spoke).
+    pub async fn create_named(client: &Client, test: &str, name: &str) -> anyhow::Result<Self> {
+        let name = name.to_string();
         let ns = Namespace {
             metadata: ObjectMeta {
                 name: Some(name.clone()),

@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Service;
-use kube::api::ListParams;
-use kube::{Api, Client};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
 use oaas_crds::ClassRuntime;
+use oaas_crds::convert::{runtime_spec_from_unit, unit_with_revision};
 use oaas_e2e::{
     Crm, TestNamespace, client_for, http_get, image_of, install_all_crds, spoke_contexts, wait_for,
 };
@@ -18,6 +19,13 @@ use oaas_proto::package::{FunctionType, ProvisionConfig};
 use tonic::transport::Channel;
 
 type Grpc = DeploymentServiceClient<Channel>;
+
+/// The hub these tests stand in for: the first part of every deployment id they send.
+const HUB: &str = "e2e";
+/// Labels and annotations of the spoke's tenancy (`oaas_core::tenancy`).
+const CRM_LABEL: &str = "oaas.io/crm";
+const SERVES_ANNOTATION: &str = "oaas.io/serves";
+const CREATED_BY_CRM_ANNOTATION: &str = "oaas.io/created-by-crm";
 
 struct Spoke {
     client: Client,
@@ -44,6 +52,28 @@ impl Spoke {
             crm,
             grpc,
         })
+    }
+
+    /// The id of a class deployment `name` in the hub namespace of the CRM's namespace's name.
+    fn id(&self, name: &str) -> String {
+        deployment_id(&self.ns.name, name)
+    }
+
+    /// A unit of the class deployment `name`, deployed into the CRM's own namespace.
+    fn unit(&self, name: &str) -> pb::DeploymentUnit {
+        mk_unit(&self.ns.name, name)
+    }
+
+    async fn status(&self, id: &str) -> anyhow::Result<pb::DeploymentStatus> {
+        let request = pb::GetDeploymentStatusRequest {
+            deployment_id: id.into(),
+        };
+        Ok(self
+            .grpc
+            .clone()
+            .get_deployment_status(request)
+            .await?
+            .into_inner())
     }
 
     fn api<K>(&self) -> Api<K>
@@ -108,9 +138,17 @@ fn mk_function(key: &str, image: &str, min: u32, max: u32) -> pb::FunctionDeploy
     }
 }
 
-fn mk_unit(id: &str) -> pb::DeploymentUnit {
+/// `<hub>/<namespace>/<name>` of the class deployment `name` in hub namespace `ns`.
+fn deployment_id(ns: &str, name: &str) -> String {
+    format!("{HUB}/{ns}/{name}")
+}
+
+/// A unit of class deployment `name` of hub namespace `ns`, deployed into spoke namespace
+/// `ns` (the hub namespace maps to the namespace of its own name).
+fn mk_unit(ns: &str, name: &str) -> pb::DeploymentUnit {
     pb::DeploymentUnit {
-        id: id.into(),
+        id: deployment_id(ns, name),
+        namespace: ns.into(),
         package_name: "shop".into(),
         class_key: "Record".into(),
         target_cluster: "spoke-a".into(),
@@ -134,6 +172,14 @@ fn mk_unit(id: &str) -> pb::DeploymentUnit {
     }
 }
 
+/// The unit with the revision the hub gives it: a hash of everything else in it, which the
+/// spoke recomputes from what it stores (`spec_hash`).
+fn with_hub_revision(mut unit: pb::DeploymentUnit) -> pb::DeploymentUnit {
+    let spec = runtime_spec_from_unit(&unit).expect("a valid unit");
+    unit.revision = unit_with_revision(&spec, &unit.namespace).revision;
+    unit
+}
+
 fn deploy_request(
     unit: pb::DeploymentUnit,
     correlation: &str,
@@ -152,18 +198,22 @@ fn deploy_request(
 #[ignore = "needs the local clusters: run `just test`"]
 async fn a_class_is_deployed_updated_redeployed_and_deleted() -> anyhow::Result<()> {
     let mut spoke = Spoke::start("crm-lifecycle").await?;
-    let id = "hub.shop-record.spoke-a";
+    // The runtime is named from the id's name part, not from the package and class.
+    let id = spoke.id("cart");
+    let ns = spoke.ns.name.clone();
+    let unit = with_hub_revision(spoke.unit("cart"));
 
     // Deploy: every child appears with the expected fields, then the class is Available.
     let response = spoke
         .grpc
-        .deploy(deploy_request(mk_unit(id), "corr-1"))
+        .deploy(deploy_request(unit.clone(), "corr-1"))
         .await?
         .into_inner();
     assert!(response.changed);
-    assert_eq!(response.resource_name, "shop-record");
+    assert_eq!(response.deployment_id, id);
+    assert_eq!(response.resource_name, format!("{ns}/cart"));
     let status = spoke
-        .wait_phase(id, pb::Phase::Available, Duration::from_secs(30))
+        .wait_phase(&id, pb::Phase::Available, Duration::from_secs(30))
         .await?;
     assert_eq!(status.functions.len(), 2);
     assert!(status.functions.iter().all(|f| f.ready));
@@ -173,19 +223,23 @@ async fn a_class_is_deployed_updated_redeployed_and_deleted() -> anyhow::Result<
             .iter()
             .any(|c| c.r#type == "Available" && c.status == "True")
     );
+    // The spoke hashes what it holds as the hub does: no drift.
+    assert_eq!(status.revision, unit.revision);
+    assert_eq!(status.spec_hash, status.revision);
 
     let deployments: Api<Deployment> = spoke.api();
-    let echo = deployments.get("shop-record-echo").await?;
+    let echo = deployments.get("cart-echo").await?;
     assert_eq!(image_of(&echo), "img/echo:1");
     let owner = &echo.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(
         (owner.kind.as_str(), owner.name.as_str()),
-        ("ClassRuntime", "shop-record")
+        ("ClassRuntime", "cart")
     );
     let labels = echo.metadata.labels.clone().unwrap();
     assert_eq!(labels["app.kubernetes.io/managed-by"], "oaas-crm");
-    assert_eq!(labels["app.kubernetes.io/instance"], "shop-record");
-    let update = deployments.get("shop-record-record-update").await?;
+    assert_eq!(labels["app.kubernetes.io/instance"], "cart");
+    assert_eq!(labels[CRM_LABEL], ns, "children carry the CRM's label");
+    let update = deployments.get("cart-record-update").await?;
     assert_eq!(update.spec.as_ref().unwrap().replicas, Some(2));
     let env = update.spec.unwrap().template.spec.unwrap().containers[0]
         .env
@@ -200,51 +254,106 @@ async fn a_class_is_deployed_updated_redeployed_and_deleted() -> anyhow::Result<
     assert_eq!(env_value("ODGM_ENABLED").as_deref(), Some("true"));
     assert_eq!(
         env_value("ODGM_SERVICE").as_deref(),
-        Some("shop-record-odgm-svc:8081")
+        Some("cart-odgm-svc:8081")
     );
     assert!(
         env_value("ODGM_COLLECTION")
             .unwrap()
             .contains("\"partition_count\":2")
     );
-    let odgm = deployments.get("shop-record-odgm").await?;
+    let odgm = deployments.get("cart-odgm").await?;
     assert_eq!(odgm.spec.unwrap().replicas, Some(2));
     let services: Api<Service> = spoke.api();
-    for name in [
-        "shop-record-echo",
-        "shop-record-record-update",
-        "shop-record-odgm-svc",
-    ] {
-        services.get(name).await?;
+    for name in ["cart-echo", "cart-record-update", "cart-odgm-svc"] {
+        let service = services.get(name).await?;
+        assert_eq!(service.labels()[CRM_LABEL], ns, "{name}");
     }
     let hpa = Api::<HorizontalPodAutoscaler>::namespaced(spoke.client.clone(), &spoke.ns.name)
-        .get("shop-record-echo")
+        .get("cart-echo")
         .await?;
+    assert_eq!(hpa.labels()[CRM_LABEL], ns);
     let hpa_spec = hpa.spec.unwrap();
     assert_eq!((hpa_spec.min_replicas, hpa_spec.max_replicas), (Some(1), 3));
     let runtimes: Api<ClassRuntime> = spoke.api();
-    let runtime = runtimes.get("shop-record").await?;
+    let runtime = runtimes.get("cart").await?;
+    assert_eq!(runtime.spec.deployment_id, id);
     assert_eq!(
         runtime.metadata.annotations.as_ref().unwrap()["oaas.io/correlation-id"],
         "corr-1"
+    );
+    let labels = runtime.labels();
+    assert_eq!(labels[CRM_LABEL], ns);
+    assert_eq!(labels["oaas.io/hub-namespace"], ns);
+    assert!(
+        !labels["oaas.io/deployment-id-hash"].is_empty(),
+        "{labels:?}"
+    );
+    // The CRM's own namespace now serves the deployment's hub namespace.
+    let namespaces: Api<Namespace> = Api::all(spoke.client.clone());
+    assert_eq!(
+        namespaces
+            .get(&ns)
+            .await?
+            .annotations()
+            .get(SERVES_ANNOTATION),
+        Some(&format!("{HUB}/{ns}"))
     );
 
     // The same unit again writes nothing.
     let before = runtime.metadata.resource_version.clone();
     let again = spoke
         .grpc
-        .deploy(deploy_request(mk_unit(id), "corr-2"))
+        .deploy(deploy_request(unit.clone(), "corr-2"))
         .await?
         .into_inner();
     assert!(!again.changed);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        runtimes.get("shop-record").await?.metadata.resource_version,
+        runtimes.get("cart").await?.metadata.resource_version,
         before
     );
 
+    // The spec changed by hand on the spoke shows as drift (its hash is no longer the
+    // revision); the same unit again puts the whole spec back.
+    let by_hand = serde_json::json!([{
+        "op": "replace",
+        "path": "/spec/functions/0/provisionConfig/containerImage",
+        "value": "img/echo:by-hand",
+    }]);
+    runtimes
+        .patch(
+            "cart",
+            &PatchParams::default(),
+            &Patch::<()>::Json(serde_json::from_value(by_hand)?),
+        )
+        .await?;
+    wait_for("the drift to show", Duration::from_secs(10), || async {
+        let status = spoke.status(&id).await?;
+        Ok((status.spec_hash != status.revision).then_some(()))
+    })
+    .await?;
+    let repaired = spoke
+        .grpc
+        .deploy(deploy_request(unit.clone(), "corr-repair"))
+        .await?
+        .into_inner();
+    assert!(repaired.changed, "the drifted spec was rewritten");
+    let restored = runtimes.get("cart").await?;
+    assert_eq!(
+        restored.spec.functions[0]
+            .provision_config
+            .container_image
+            .as_deref(),
+        Some("img/echo:1")
+    );
+    wait_for("the drift to be gone", Duration::from_secs(10), || async {
+        let status = spoke.status(&id).await?;
+        Ok((status.spec_hash == unit.revision).then_some(()))
+    })
+    .await?;
+
     // A new image and min scale change the children.
-    let mut changed = mk_unit(id);
+    let mut changed = spoke.unit("cart");
     changed.functions[1] = mk_function("Record.update", "img/update:2", 3, 3);
     assert!(
         spoke
@@ -258,7 +367,7 @@ async fn a_class_is_deployed_updated_redeployed_and_deleted() -> anyhow::Result<
         "the update function to roll to image 2 with 3 replicas",
         Duration::from_secs(30),
         || async {
-            let d = deployments.get("shop-record-record-update").await?;
+            let d = deployments.get("cart-record-update").await?;
             let done =
                 image_of(&d) == "img/update:2" && d.spec.as_ref().unwrap().replicas == Some(3);
             Ok(done.then_some(()))
@@ -266,25 +375,23 @@ async fn a_class_is_deployed_updated_redeployed_and_deleted() -> anyhow::Result<
     )
     .await?;
     spoke
-        .wait_phase(id, pb::Phase::Available, Duration::from_secs(30))
+        .wait_phase(&id, pb::Phase::Available, Duration::from_secs(30))
         .await?;
 
     // A deleted child comes back at once.
-    deployments
-        .delete("shop-record-echo", &Default::default())
-        .await?;
+    deployments.delete("cart-echo", &Default::default()).await?;
     wait_for(
         "the deleted echo Deployment to come back",
         Duration::from_secs(10),
         || async {
-            let back = deployments.get_opt("shop-record-echo").await?;
+            let back = deployments.get_opt("cart-echo").await?;
             Ok(back.filter(|d| d.metadata.deletion_timestamp.is_none()))
         },
     )
     .await?;
 
     // Dropping a function removes its children (orphans are deleted).
-    let mut fewer = mk_unit(id);
+    let mut fewer = spoke.unit("cart");
     fewer.functions.truncate(1);
     assert!(
         spoke
@@ -298,14 +405,8 @@ async fn a_class_is_deployed_updated_redeployed_and_deleted() -> anyhow::Result<
         "the dropped function's Deployment and Service to go",
         Duration::from_secs(30),
         || async {
-            let gone = deployments
-                .get_opt("shop-record-record-update")
-                .await?
-                .is_none()
-                && services
-                    .get_opt("shop-record-record-update")
-                    .await?
-                    .is_none();
+            let gone = deployments.get_opt("cart-record-update").await?.is_none()
+                && services.get_opt("cart-record-update").await?.is_none();
             Ok(gone.then_some(()))
         },
     )
@@ -315,7 +416,7 @@ async fn a_class_is_deployed_updated_redeployed_and_deleted() -> anyhow::Result<
     let deleted = spoke
         .grpc
         .delete_deployment(pb::DeleteDeploymentRequest {
-            deployment_id: id.into(),
+            deployment_id: id.clone(),
         })
         .await?;
     assert!(deleted.into_inner().existed);
@@ -323,8 +424,8 @@ async fn a_class_is_deployed_updated_redeployed_and_deleted() -> anyhow::Result<
         "the ClassRuntime and its children to be gone",
         Duration::from_secs(30),
         || async {
-            let runtime_gone = runtimes.get_opt("shop-record").await?.is_none();
-            let selector = "app.kubernetes.io/instance=shop-record";
+            let runtime_gone = runtimes.get_opt("cart").await?.is_none();
+            let selector = "app.kubernetes.io/instance=cart";
             let children = deployments
                 .list(&ListParams::default().labels(selector))
                 .await?
@@ -342,7 +443,7 @@ async fn a_class_is_deployed_updated_redeployed_and_deleted() -> anyhow::Result<
     let again = spoke
         .grpc
         .delete_deployment(pb::DeleteDeploymentRequest {
-            deployment_id: id.into(),
+            deployment_id: id.clone(),
         })
         .await?;
     assert!(!again.into_inner().existed);
@@ -378,6 +479,11 @@ async fn bad_requests_get_canonical_codes_that_name_the_problem() -> anyhow::Res
     type Breakage = fn(&mut pb::DeploymentUnit);
     let cases: Vec<(&str, Breakage)> = vec![
         ("deployment_unit.id", |u| u.id.clear()),
+        ("deployment_unit.id", |u| u.id = "team/record".into()),
+        ("deployment_unit.namespace", |u| u.namespace.clear()),
+        ("deployment_unit.namespace", |u| {
+            u.namespace = "Not_A_Namespace".into()
+        }),
         ("deployment_unit.package_name", |u| u.package_name.clear()),
         ("deployment_unit.class_key", |u| {
             u.class_key = "not a key".into()
@@ -414,7 +520,7 @@ async fn bad_requests_get_canonical_codes_that_name_the_problem() -> anyhow::Res
         }),
     ];
     for (field, break_it) in cases {
-        let mut unit = mk_unit("bad");
+        let mut unit = spoke.unit("bad");
         break_it(&mut unit);
         let status = spoke
             .grpc
@@ -432,6 +538,30 @@ async fn bad_requests_get_canonical_codes_that_name_the_problem() -> anyhow::Res
             status.message()
         );
     }
+    // An id that is not `<hub>/<namespace>/<name>` says the form it must have.
+    for bad in [
+        "",
+        "record",
+        "team/record",
+        "hub//record",
+        "hub/team/",
+        "a/b/c/d",
+    ] {
+        let mut unit = spoke.unit("bad");
+        unit.id = bad.into();
+        let status = spoke
+            .grpc
+            .deploy(deploy_request(unit, "bad"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        assert!(
+            status.message().starts_with("deployment_unit.id")
+                && status.message().contains("<hub>/<namespace>/<name>"),
+            "{bad:?}: {}",
+            status.message()
+        );
+    }
     // Size limits: a request over the gRPC limit (4 MiB) is refused before it is read; a
     // value over the schema's limit is refused by the API server, naming the field.
     let limits = [
@@ -443,7 +573,7 @@ async fn bad_requests_get_canonical_codes_that_name_the_problem() -> anyhow::Res
         (64 << 10, tonic::Code::InvalidArgument, "config"),
     ];
     for (bytes, code, says) in limits {
-        let mut unit = mk_unit("big");
+        let mut unit = spoke.unit("big");
         unit.functions[0]
             .config
             .insert("BLOB".into(), "x".repeat(bytes));
@@ -466,17 +596,84 @@ async fn bad_requests_get_canonical_codes_that_name_the_problem() -> anyhow::Res
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::InvalidArgument);
 
-    spoke
-        .grpc
-        .deploy(deploy_request(mk_unit("first"), "c"))
+    // Two deployments of the same package and class both deploy: each runtime is named from
+    // its own id.
+    let runtimes: Api<ClassRuntime> = spoke.api();
+    for name in ["first", "second"] {
+        let response = spoke
+            .grpc
+            .deploy(deploy_request(spoke.unit(name), "c"))
+            .await?
+            .into_inner();
+        assert!(response.changed, "{name}");
+        assert_eq!(response.resource_name, format!("{}/{name}", spoke.ns.name));
+        assert_eq!(runtimes.get(name).await?.spec.deployment_id, spoke.id(name));
+    }
+    let stored = || async {
+        let list = runtimes.list(&ListParams::default()).await?;
+        anyhow::Ok(
+            list.items
+                .iter()
+                .map(|r| (r.name_any(), r.metadata.generation, r.spec.clone()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let before = stored().await?;
+    assert_eq!(before.len(), 2);
+
+    // A deployment of the same name from another hub namespace, mapped into this spoke
+    // namespace too: the namespace serves one hub namespace only, so it is refused before
+    // anything is stored.
+    let tenant = format!("{HUB}/{}", spoke.ns.name);
+    let mut intruder = spoke.unit("first");
+    intruder.id = format!("{HUB}/other-team/first");
+    let says = format!("already serves hub namespace {tenant}");
+    let mut grpc = spoke.grpc.clone();
+    expect_refused(
+        &mut grpc,
+        intruder.clone(),
+        tonic::Code::FailedPrecondition,
+        &says,
+    )
+    .await;
+    assert_eq!(stored().await?, before, "nothing stored changed");
+    let namespaces: Api<Namespace> = Api::all(spoke.client.clone());
+    assert_eq!(
+        namespaces
+            .get(&spoke.ns.name)
+            .await?
+            .annotations()
+            .get(SERVES_ANNOTATION),
+        Some(&tenant),
+        "the namespace still serves its hub namespace"
+    );
+
+    // Even with the namespace handed to that hub namespace by hand, a runtime of another
+    // deployment under the same name is never overwritten.
+    let handed = serde_json::json!({"metadata": {"annotations": {
+        SERVES_ANNOTATION: format!("{HUB}/other-team"),
+    }}});
+    namespaces
+        .patch(
+            &spoke.ns.name,
+            &PatchParams::default(),
+            &Patch::Merge(&handed),
+        )
         .await?;
     let clash = spoke
         .grpc
-        .deploy(deploy_request(mk_unit("second"), "c"))
+        .deploy(deploy_request(intruder, "c"))
         .await
         .unwrap_err();
     assert_eq!(clash.code(), tonic::Code::AlreadyExists, "{clash:?}");
-    assert!(clash.message().contains("belongs to deployment \"first\""));
+    assert!(
+        clash
+            .message()
+            .contains(&format!("belongs to deployment {:?}", spoke.id("first"))),
+        "{}",
+        clash.message()
+    );
+    assert_eq!(stored().await?, before, "nothing stored changed");
 
     let unknown = pb::GetDeploymentStatusRequest {
         deployment_id: "nope".into(),
@@ -506,14 +703,168 @@ async fn bad_requests_get_canonical_codes_that_name_the_problem() -> anyhow::Res
     Ok(())
 }
 
+/// A spoke namespace other than the CRM's own: an existing one is used only once handed over
+/// by label (and released, not deleted, when its last runtime goes); a missing one is
+/// created as the CRM's and removed with its last runtime.
+#[tokio::test]
+#[ignore = "needs the local clusters: run `just test`"]
+async fn a_foreign_namespace_is_refused_and_an_owned_one_is_created_and_removed()
+-> anyhow::Result<()> {
+    let spoke = Spoke::start("crm-tenancy").await?;
+    let foreign = TestNamespace::create(&spoke.client, "crm-tenancy-foreign").await?;
+    let created = format!("{}-created", spoke.ns.name);
+    let result = foreign_and_created_namespaces(&spoke, &foreign.name, &created).await;
+    // Whatever the test got to, cleaned up while the CRM still runs its finalizers.
+    let namespaces: Api<Namespace> = Api::all(spoke.client.clone());
+    if namespaces.get_opt(&created).await?.is_some() {
+        namespaces.delete(&created, &Default::default()).await?;
+        wait_gone(&namespaces, &created).await?;
+    }
+    foreign.delete().await?;
+    spoke.ns.delete().await?;
+    result
+}
+
+async fn wait_gone(namespaces: &Api<Namespace>, name: &str) -> anyhow::Result<()> {
+    wait_for(
+        &format!("namespace {name} to be deleted"),
+        Duration::from_secs(60),
+        || async { Ok(namespaces.get_opt(name).await?.is_none().then_some(())) },
+    )
+    .await
+}
+
+/// Deploys `unit`, which must be refused with `code` and a message that contains `says`.
+async fn expect_refused(grpc: &mut Grpc, unit: pb::DeploymentUnit, code: tonic::Code, says: &str) {
+    let refused = grpc
+        .deploy(deploy_request(unit, "c"))
+        .await
+        .expect_err("the deploy must be refused");
+    assert_eq!(refused.code(), code, "{refused:?}");
+    assert!(refused.message().contains(says), "{}", refused.message());
+}
+
+async fn foreign_and_created_namespaces(
+    spoke: &Spoke,
+    foreign: &str,
+    created: &str,
+) -> anyhow::Result<()> {
+    let crm = spoke.ns.name.as_str();
+    let mut grpc = spoke.grpc.clone();
+    let namespaces: Api<Namespace> = Api::all(spoke.client.clone());
+    let runtimes_in = |ns: &str| Api::<ClassRuntime>::namespaced(spoke.client.clone(), ns);
+
+    // An existing namespace without the CRM's label is someone else's: refused, with the fix.
+    let unit = mk_unit(foreign, "cart");
+    let says = format!("kubectl label namespace {foreign} {CRM_LABEL}={crm}");
+    expect_refused(
+        &mut grpc,
+        unit.clone(),
+        tonic::Code::FailedPrecondition,
+        &says,
+    )
+    .await;
+    assert!(
+        runtimes_in(foreign)
+            .list(&ListParams::default())
+            .await?
+            .items
+            .is_empty()
+    );
+    let untouched = namespaces.get(foreign).await?;
+    assert!(!untouched.labels().contains_key(CRM_LABEL));
+    assert!(!untouched.annotations().contains_key(SERVES_ANNOTATION));
+
+    // Handed over by that label, it is used; once its last runtime goes it is released for
+    // another hub namespace, not deleted (the CRM did not create it).
+    let hand_over = serde_json::json!({"metadata": {"labels": {CRM_LABEL: crm}}});
+    namespaces
+        .patch(foreign, &PatchParams::default(), &Patch::Merge(&hand_over))
+        .await?;
+    let response = grpc
+        .deploy(deploy_request(unit.clone(), "c"))
+        .await?
+        .into_inner();
+    assert_eq!(response.resource_name, format!("{foreign}/cart"));
+    let taken = namespaces.get(foreign).await?;
+    assert_eq!(
+        taken.annotations().get(SERVES_ANNOTATION),
+        Some(&format!("{HUB}/{foreign}"))
+    );
+    assert!(!taken.annotations().contains_key(CREATED_BY_CRM_ANNOTATION));
+    let id = deployment_id(foreign, "cart");
+    assert!(
+        grpc.delete_deployment(pb::DeleteDeploymentRequest {
+            deployment_id: id.clone(),
+        })
+        .await?
+        .into_inner()
+        .existed
+    );
+    wait_for(
+        &format!("{foreign} released by the CRM"),
+        Duration::from_secs(30),
+        || async {
+            let gone = runtimes_in(foreign).get_opt("cart").await?.is_none();
+            let ns = namespaces.get(foreign).await?;
+            let released = ns.metadata.deletion_timestamp.is_none()
+                && !ns.annotations().contains_key(SERVES_ANNOTATION);
+            Ok((gone && released).then_some(()))
+        },
+    )
+    .await?;
+
+    // A namespace that does not exist yet is created as the CRM's, serving the deployment's
+    // hub namespace; the runtime in it is reconciled like any other.
+    assert!(namespaces.get_opt(created).await?.is_none());
+    let response = grpc
+        .deploy(deploy_request(mk_unit(created, "cart"), "c"))
+        .await?
+        .into_inner();
+    assert!(response.changed);
+    assert_eq!(response.resource_name, format!("{created}/cart"));
+    let namespace = namespaces.get(created).await?;
+    assert_eq!(
+        namespace.labels().get(CRM_LABEL).map(String::as_str),
+        Some(crm)
+    );
+    assert_eq!(
+        namespace.annotations().get(SERVES_ANNOTATION),
+        Some(&format!("{HUB}/{created}"))
+    );
+    assert!(
+        namespace
+            .annotations()
+            .contains_key(CREATED_BY_CRM_ANNOTATION)
+    );
+    let id = deployment_id(created, "cart");
+    spoke
+        .wait_phase(&id, pb::Phase::Available, Duration::from_secs(30))
+        .await?;
+    let echo = Api::<Deployment>::namespaced(spoke.client.clone(), created)
+        .get("cart-echo")
+        .await?;
+    assert_eq!(echo.labels()[CRM_LABEL], crm);
+
+    // Its last runtime deleted, the namespace goes too.
+    assert!(
+        grpc.delete_deployment(pb::DeleteDeploymentRequest { deployment_id: id })
+            .await?
+            .into_inner()
+            .existed
+    );
+    wait_gone(&namespaces, created).await
+}
+
 /// A request carrying the revision its sender believed the spoke held: stored only while the
 /// spoke holds exactly that one, so a late request cannot roll the spoke back.
 #[tokio::test]
 #[ignore = "needs the local clusters: run `just test`"]
 async fn a_deploy_built_from_an_older_view_is_refused_and_changes_nothing() -> anyhow::Result<()> {
     let mut spoke = Spoke::start("crm-expected").await?;
+    let guarded = spoke.unit("guarded");
     let with_image = |image: &str, revision: i64| {
-        let mut unit = mk_unit("guarded");
+        let mut unit = guarded.clone();
         unit.addons.clear();
         unit.odgm = None;
         unit.functions.truncate(1);
@@ -565,7 +916,7 @@ async fn a_deploy_built_from_an_older_view_is_refused_and_changes_nothing() -> a
         .into_inner();
     assert!(!same.changed);
     let runtimes: Api<ClassRuntime> = spoke.api();
-    let stored = runtimes.get("shop-record").await?;
+    let stored = runtimes.get("guarded").await?;
     assert_eq!(stored.spec.revision, Some(3));
     assert_eq!(
         stored.spec.functions[0]
@@ -582,7 +933,7 @@ async fn a_deploy_built_from_an_older_view_is_refused_and_changes_nothing() -> a
 #[ignore = "needs the local clusters: run `just test`"]
 async fn a_workload_that_cannot_be_scheduled_degrades_with_a_reason() -> anyhow::Result<()> {
     let mut spoke = Spoke::start("crm-degraded").await?;
-    let mut unit = mk_unit("too-big");
+    let mut unit = spoke.unit("too-big");
     unit.addons.clear();
     unit.odgm = None;
     unit.functions.truncate(1);
@@ -593,7 +944,11 @@ async fn a_workload_that_cannot_be_scheduled_degrades_with_a_reason() -> anyhow:
         .cpu_request = "5000".into();
     spoke.grpc.deploy(deploy_request(unit, "c")).await?;
     let status = spoke
-        .wait_phase("too-big", pb::Phase::Degraded, Duration::from_secs(30))
+        .wait_phase(
+            &spoke.id("too-big"),
+            pb::Phase::Degraded,
+            Duration::from_secs(30),
+        )
         .await?;
     let degraded = condition(&status, "Degraded");
     assert_eq!(degraded.status, "True");
@@ -611,14 +966,15 @@ async fn a_workload_that_cannot_be_scheduled_degrades_with_a_reason() -> anyhow:
 #[ignore = "needs the local clusters: run `just test`"]
 async fn watchers_get_a_snapshot_then_every_change() -> anyhow::Result<()> {
     let mut spoke = Spoke::start("crm-watch").await?;
+    let id = spoke.id("watched");
     spoke
         .grpc
-        .deploy(deploy_request(mk_unit("watched"), "c"))
+        .deploy(deploy_request(spoke.unit("watched"), "c"))
         .await?;
     let mut stream = spoke
         .grpc
         .watch_deployment_status(pb::WatchDeploymentStatusRequest {
-            deployment_ids: vec!["watched".into()],
+            deployment_ids: vec![id.clone()],
         })
         .await?
         .into_inner();
@@ -633,7 +989,7 @@ async fn watchers_get_a_snapshot_then_every_change() -> anyhow::Result<()> {
             Kind::SnapshotComplete => saw_snapshot_end = true,
             Kind::Upserted => {
                 let status = event.status.unwrap();
-                assert_eq!(status.deployment_id, "watched");
+                assert_eq!(status.deployment_id, id);
                 saw_available |= status.phase() == pb::Phase::Available;
             }
             other => panic!("unexpected {other:?}"),
@@ -642,7 +998,7 @@ async fn watchers_get_a_snapshot_then_every_change() -> anyhow::Result<()> {
     spoke
         .grpc
         .delete_deployment(pb::DeleteDeploymentRequest {
-            deployment_id: "watched".into(),
+            deployment_id: id.clone(),
         })
         .await?;
     loop {
@@ -688,11 +1044,15 @@ async fn watchers_get_a_snapshot_then_every_change() -> anyhow::Result<()> {
 async fn the_knative_template_without_knative_serving_degrades_and_says_why() -> anyhow::Result<()>
 {
     let mut spoke = Spoke::start("crm-no-knative").await?;
-    let mut unit = mk_unit("serverless");
+    let mut unit = spoke.unit("serverless");
     unit.template = "knative".into();
     spoke.grpc.deploy(deploy_request(unit, "c")).await?;
     let status = spoke
-        .wait_phase("serverless", pb::Phase::Degraded, Duration::from_secs(30))
+        .wait_phase(
+            &spoke.id("serverless"),
+            pb::Phase::Degraded,
+            Duration::from_secs(30),
+        )
         .await?;
     let degraded = condition(&status, "Degraded");
     assert_eq!(degraded.reason, "KnativeNotInstalled");
@@ -734,7 +1094,7 @@ async fn the_knative_template_renders_a_knative_service_when_serving_is_installe
     let context = spoke_contexts().remove(1);
     oaas_e2e::install_crds(&client_for(&context).await?, &[knative_service_crd()?]).await?;
     let mut spoke = Spoke::start_in(1, "crm-knative").await?;
-    let mut unit = mk_unit("serverless");
+    let mut unit = spoke.unit("serverless");
     unit.template = "knative".into();
     spoke.grpc.deploy(deploy_request(unit, "c")).await?;
     let resource = kube::api::ApiResource {
@@ -749,7 +1109,7 @@ async fn the_knative_template_renders_a_knative_service_when_serving_is_installe
     let ksvc = wait_for(
         "the Knative Service of echo",
         Duration::from_secs(30),
-        || async { Ok(ksvcs.get_opt("shop-record-echo").await?) },
+        || async { Ok(ksvcs.get_opt("serverless-echo").await?) },
     )
     .await?;
     let annotations = &ksvc.data["spec"]["template"]["metadata"]["annotations"];
@@ -758,19 +1118,19 @@ async fn the_knative_template_renders_a_knative_service_when_serving_is_installe
     // while the data grid (a plain Deployment) is rendered as usual.
     let status = spoke
         .wait_phase(
-            "serverless",
+            &spoke.id("serverless"),
             pb::Phase::Progressing,
             Duration::from_secs(30),
         )
         .await?;
     assert!(
-        status.message.contains("shop-record-echo"),
+        status.message.contains("serverless-echo"),
         "{}",
         status.message
     );
     let deployments: Api<Deployment> = spoke.api();
-    assert!(deployments.get_opt("shop-record-echo").await?.is_none());
-    assert!(deployments.get_opt("shop-record-odgm").await?.is_some());
+    assert!(deployments.get_opt("serverless-echo").await?.is_none());
+    assert!(deployments.get_opt("serverless-odgm").await?.is_some());
     spoke.ns.delete().await?;
     Ok(())
 }
@@ -808,15 +1168,28 @@ async fn of_two_crms_both_serve_grpc_one_reconciles_and_the_other_takes_over() -
             .ends_with(&format!("-{}", leader.process.pid()))
     );
 
-    // The standby takes the Deploy call; the leader renders it.
+    // The standby takes the Deploy call; the leader renders it. The id's name is no DNS
+    // label, so the runtime gets a readable one with a hash of it.
     let mut grpc = DeploymentServiceClient::connect(standby.endpoint.clone()).await?;
-    grpc.deploy(deploy_request(mk_unit("leader.shop-record"), "corr-leader"))
-        .await?;
+    let resource = grpc
+        .deploy(deploy_request(
+            mk_unit(&ns.name, "leader.shop-record"),
+            "corr-leader",
+        ))
+        .await?
+        .into_inner()
+        .resource_name;
+    let runtime = resource
+        .strip_prefix(&format!("{}/", ns.name))
+        .unwrap_or_else(|| panic!("{resource} is not in {}", ns.name))
+        .to_string();
+    assert!(runtime.starts_with("leader-shop-record-"), "{runtime}");
+    let echo = format!("{runtime}-echo");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     wait_for(
         "the leader to render the class",
         Duration::from_secs(30),
-        || async { Ok(deployments.get_opt("shop-record-echo").await?.map(drop)) },
+        || async { Ok(deployments.get_opt(&echo).await?.map(drop)) },
     )
     .await?;
     let metrics = http_get(standby.port, "/metrics").await?;
@@ -838,7 +1211,7 @@ async fn of_two_crms_both_serve_grpc_one_reconciles_and_the_other_takes_over() -
         },
     )
     .await?;
-    let mut unit = mk_unit("leader.shop-record");
+    let mut unit = mk_unit(&ns.name, "leader.shop-record");
     unit.functions[0]
         .provision_config
         .as_mut()
@@ -848,15 +1221,216 @@ async fn of_two_crms_both_serve_grpc_one_reconciles_and_the_other_takes_over() -
     wait_for(
         "echo rolled to img/echo:2 by the new leader",
         Duration::from_secs(30),
-        || async {
-            Ok(
-                (image_of(&deployments.get("shop-record-echo").await?) == "img/echo:2")
-                    .then_some(()),
-            )
-        },
+        || async { Ok((image_of(&deployments.get(&echo).await?) == "img/echo:2").then_some(())) },
     )
     .await?;
     ns.delete().await?;
     drop(standby);
+    Ok(())
+}
+
+/// A runtime stored before ids carried the hub (named `<package>-<class>` in the CRM's own
+/// namespace, id `<namespace>/<name>`, without the CRM's label) is replaced by the runtime of
+/// the new id: its children keep serving until the new runtime is Available, then it goes
+/// and garbage collection takes its children.
+#[tokio::test]
+#[ignore = "needs the local clusters: run `just test`"]
+async fn a_runtime_named_the_old_way_is_replaced_without_a_gap() -> anyhow::Result<()> {
+    let spoke = Spoke::start("crm-legacy").await?;
+    let result = legacy_runtime_replaced(&spoke).await;
+    // Whatever the test got to: the legacy runtime's finalizer has nobody to run it.
+    let runtimes: Api<ClassRuntime> = spoke.api();
+    if runtimes.get_opt(LEGACY_RUNTIME).await?.is_some() {
+        let patch = serde_json::json!({"metadata": {"finalizers": null}});
+        runtimes
+            .patch(
+                LEGACY_RUNTIME,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+    }
+    spoke.ns.delete().await?;
+    result
+}
+
+/// `oaas_crds::validation::resource_name(&["shop", "Record"])`: how runtimes were named.
+const LEGACY_RUNTIME: &str = "shop-record";
+const LEGACY_CHILD: &str = "shop-record-legacy";
+
+async fn legacy_runtime_replaced(spoke: &Spoke) -> anyhow::Result<()> {
+    let ns = spoke.ns.name.as_str();
+    assert_eq!(
+        oaas_crds::validation::resource_name(&["shop", "Record"]),
+        LEGACY_RUNTIME
+    );
+    let runtimes: Api<ClassRuntime> = spoke.api();
+    let deployments: Api<Deployment> = spoke.api();
+
+    // The legacy runtime as the CRM stored it, and a child owned by it.
+    let legacy_id = format!("{ns}/cart");
+    let mut spec = runtime_spec_from_unit(&spoke.unit("cart")).expect("a valid unit");
+    spec.deployment_id = legacy_id.clone();
+    let mut legacy = ClassRuntime::new(LEGACY_RUNTIME, spec);
+    legacy.metadata.labels = Some(
+        [(
+            "oaas.io/deployment-id-hash".to_string(),
+            oaas_core::tenancy::id_hash(&legacy_id),
+        )]
+        .into(),
+    );
+    legacy.metadata.finalizers = Some(vec!["oaas.io/class-runtime-cleanup".into()]);
+    let legacy = runtimes.create(&Default::default(), &legacy).await?;
+    let child: Deployment = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": LEGACY_CHILD,
+            "labels": {"app.kubernetes.io/managed-by": "oaas-crm"},
+            "ownerReferences": [{
+                "apiVersion": "oaas.io/v1alpha1",
+                "kind": "ClassRuntime",
+                "name": LEGACY_RUNTIME,
+                "uid": legacy.uid().expect("a stored object has a uid"),
+                "controller": true,
+            }],
+        },
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": LEGACY_CHILD}},
+            "template": {
+                "metadata": {"labels": {"app": LEGACY_CHILD}},
+                "spec": {"containers": [{"name": "echo", "image": "img/echo:legacy"}]},
+            },
+        },
+    }))?;
+    deployments.create(&Default::default(), &child).await?;
+    wait_for(
+        "the legacy Deployment to be ready",
+        Duration::from_secs(30),
+        || async {
+            let d = deployments.get(LEGACY_CHILD).await?;
+            let ready = d.status.and_then(|s| s.ready_replicas) == Some(1);
+            Ok(ready.then_some(()))
+        },
+    )
+    .await?;
+
+    // The deployment under its new id: a new runtime named from the id, naming the one it
+    // replaces.
+    let id = spoke.id("cart");
+    let response = spoke
+        .grpc
+        .clone()
+        .deploy(deploy_request(spoke.unit("cart"), "corr-legacy"))
+        .await?
+        .into_inner();
+    assert!(response.changed);
+    assert_eq!(response.resource_name, format!("{ns}/cart"));
+    let cart = runtimes.get("cart").await?;
+    assert_eq!(cart.spec.deployment_id, id);
+    assert_eq!(
+        cart.annotations().get("oaas.io/replaces"),
+        Some(&format!("{ns}/{LEGACY_RUNTIME}")),
+        "{:?}",
+        cart.annotations()
+    );
+
+    // Until the new runtime is Available, the legacy child keeps serving. It is looked at
+    // before the new runtime at each poll (both read from the API server), so a child found
+    // gone while the runtime read after it is not yet Available is a gap.
+    let mut gaps = Vec::new();
+    let mut polls = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        polls += 1;
+        let child = deployments.get_opt(LEGACY_CHILD).await?;
+        let serving = child
+            .as_ref()
+            .is_some_and(|d| d.metadata.deletion_timestamp.is_none());
+        let old = runtimes.get_opt(LEGACY_RUNTIME).await?;
+        let old_kept = old
+            .as_ref()
+            .is_some_and(|r| r.metadata.deletion_timestamp.is_none());
+        let cart = runtimes.get("cart").await?;
+        let status = cart.status.clone().unwrap_or_default();
+        let available = status.phase == Some(oaas_crds::common::Phase::Available)
+            && status.observed_generation == cart.metadata.generation;
+        if available {
+            break;
+        }
+        if !serving || !old_kept {
+            gaps.push(format!(
+                "poll {polls}: legacy Deployment {}, legacy runtime {}, cart {:?}",
+                if serving { "there" } else { "gone" },
+                if old_kept { "there" } else { "gone" },
+                status.phase
+            ));
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "cart not Available within 60s: {:?} {:?}",
+            status.phase,
+            status.message
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        gaps.is_empty(),
+        "the legacy runtime stopped serving before its replacement was Available: {gaps:#?}"
+    );
+    assert!(
+        polls > 1,
+        "cart was Available at the first look: no gap could be seen"
+    );
+
+    // Then the legacy runtime goes, its child with it (garbage collection), and the new
+    // runtime no longer names it.
+    wait_for(
+        "the legacy runtime and its child to go, and the replaces annotation with them",
+        Duration::from_secs(30),
+        || async {
+            let runtime_gone = runtimes.get_opt(LEGACY_RUNTIME).await?.is_none();
+            let child_gone = deployments.get_opt(LEGACY_CHILD).await?.is_none();
+            let cart = runtimes.get("cart").await?;
+            let unannotated = !cart.annotations().contains_key("oaas.io/replaces");
+            Ok((runtime_gone && child_gone && unannotated).then_some(()))
+        },
+    )
+    .await?;
+    let cart = runtimes.get("cart").await?;
+    assert!(cart.metadata.deletion_timestamp.is_none());
+    for name in ["cart-echo", "cart-record-update", "cart-odgm"] {
+        let d = deployments.get(name).await?;
+        assert!(d.metadata.deletion_timestamp.is_none(), "{name}");
+    }
+    let status = spoke
+        .wait_phase(&id, pb::Phase::Available, Duration::from_secs(30))
+        .await?;
+    assert_eq!(status.deployment_id, id);
+
+    // Deleting the deployment removes the new runtime.
+    let deleted = spoke
+        .grpc
+        .clone()
+        .delete_deployment(pb::DeleteDeploymentRequest {
+            deployment_id: id.clone(),
+        })
+        .await?;
+    assert!(deleted.into_inner().existed);
+    wait_for(
+        "the new runtime and its children to go",
+        Duration::from_secs(30),
+        || async {
+            let gone = runtimes.get_opt("cart").await?.is_none()
+                && deployments
+                    .list(&ListParams::default().labels("app.kubernetes.io/instance=cart"))
+                    .await?
+                    .items
+                    .is_empty();
+            Ok(gone.then_some(()))
+        },
+    )
+    .await?;
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! clusters' kubeconfig), one test at a time: one of them deletes a spoke's CRM Pods.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client};
 use oaas_crds::OCluster;
@@ -19,9 +19,11 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
 
-/// Where kind/overlays put the operators, and where the CRMs put workloads.
+/// Where kind/overlays put the operators.
 const SYSTEM_NS: &str = "oaas-system";
-const WORKLOADS_NS: &str = "oaas-workloads";
+/// Where the sample's workloads run in the spokes: the hub namespace it is applied in
+/// (`default`, handed over to the CRMs by kind-up), mapped to the same name.
+const SAMPLE_NS: &str = "default";
 /// The PM's REST facade: its Service's NodePort, mapped to the host by kind/hub.yaml.
 const REST_PORT: u16 = 30080;
 const ROLLOUT: Duration = Duration::from_secs(180);
@@ -98,26 +100,22 @@ fn sample_package_named(package: &str) -> anyhow::Result<String> {
     Ok(sample.replace("name: example\n", &format!("name: {package}\n")))
 }
 
-/// The sample package under another name, so a test's objects never meet the sample's on
-/// the spokes, with the sample class deployment of its Record class in `ns`.
-fn sample_as(package: &str, ns: &str) -> anyhow::Result<()> {
+/// The sample package and class deployment, unchanged, in hub namespace `ns`.
+fn sample_in(ns: &str) -> anyhow::Result<()> {
     let hub = hub_context();
-    let pkg = sample_package_named(package)?;
-    let deployment = std::fs::read_to_string(repo_path("manifests/samples/classdeployment.yaml"))?
-        .replace("package: example\n", &format!("package: {package}\n"));
-    kubectl_with_input(&hub, &["apply", "-n", ns, "-f", "-"], &pkg)?;
-    kubectl_with_input(&hub, &["apply", "-n", ns, "-f", "-"], &deployment)?;
+    for file in [
+        "manifests/samples/package.yaml",
+        "manifests/samples/classdeployment.yaml",
+    ] {
+        let manifest = std::fs::read_to_string(repo_path(file))?;
+        kubectl_with_input(&hub, &["apply", "-n", ns, "-f", "-"], &manifest)?;
+    }
     Ok(())
 }
 
 /// The Deployments the sample's Record class becomes on a spoke: two functions and ODGM.
-fn record_workloads(package: &str) -> [String; 3] {
-    [
-        format!("{package}-record-echo"),
-        format!("{package}-record-record-update"),
-        format!("{package}-record-odgm"),
-    ]
-}
+/// (The runtime is named after the class deployment, `record`.)
+const RECORD_WORKLOADS: [&str; 3] = ["record-echo", "record-record-update", "record-odgm"];
 
 #[tokio::test]
 #[ignore = "needs the kind clusters: run `just e2e-kind`"]
@@ -147,10 +145,10 @@ async fn the_sample_runs_in_real_containers_on_both_spokes() -> anyhow::Result<(
 
         // Two functions and the data grid, each a Deployment with every replica Ready, each
         // Pod a real container.
-        let deployments: Api<Deployment> = Api::namespaced(spoke.clone(), WORKLOADS_NS);
-        for name in record_workloads("example") {
+        let deployments: Api<Deployment> = Api::namespaced(spoke.clone(), SAMPLE_NS);
+        for name in RECORD_WORKLOADS {
             let d = wait_for(&format!("{name} ready in {context}"), ROLLOUT, || async {
-                let d = deployments.get(&name).await?;
+                let d = deployments.get(name).await?;
                 let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
                 let ready = d
                     .status
@@ -168,7 +166,7 @@ async fn the_sample_runs_in_real_containers_on_both_spokes() -> anyhow::Result<(
             let selector: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let selector = selector.join(",");
             wait_for(&format!("{name}'s Pods in {context}"), ROLLOUT, || {
-                pods_running_in_containerd(&spoke, WORKLOADS_NS, &selector)
+                pods_running_in_containerd(&spoke, SAMPLE_NS, &selector)
             })
             .await?;
         }
@@ -180,9 +178,7 @@ async fn the_sample_runs_in_real_containers_on_both_spokes() -> anyhow::Result<(
             &[
                 "create",
                 "--raw",
-                &format!(
-                    "/api/v1/namespaces/{WORKLOADS_NS}/services/example-record-echo:http/proxy/invoke"
-                ),
+                &format!("/api/v1/namespaces/{SAMPLE_NS}/services/record-echo:http/proxy/invoke"),
                 "-f",
                 "-",
             ],
@@ -272,8 +268,8 @@ async fn a_deleted_crm_pod_comes_back_and_deleting_a_class_deployment_removes_it
     let hub = hub_context();
     let hub_client = client_for(&hub).await?;
     let ns = TestNamespace::create(&hub_client, "kind-crm").await?;
-    let package = format!("kind-{}", &ns.name[ns.name.len() - 6..]);
-    sample_as(&package, &ns.name)?;
+    // The sample again, unchanged, beside the one in `default`: in its own spoke namespace.
+    sample_in(&ns.name)?;
     wait_available(&hub, &ns.name, "record")?;
 
     // Every CRM Pod of spoke-b goes; its Deployment brings new ones.
@@ -336,10 +332,10 @@ async fn a_deleted_crm_pod_comes_back_and_deleting_a_class_deployment_removes_it
             patch,
         ],
     )?;
-    let deployments: Api<Deployment> = Api::namespaced(spoke.clone(), WORKLOADS_NS);
-    let echo = format!("{package}-record-echo");
+    let deployments: Api<Deployment> = Api::namespaced(spoke.clone(), &ns.name);
+    let echo = "record-echo";
     wait_for(&format!("GREETING=again in {spoke_b}"), ROLLOUT, || async {
-        let d = deployments.get(&echo).await?;
+        let d = deployments.get(echo).await?;
         let env = d
             .spec
             .and_then(|s| s.template.spec)
@@ -366,35 +362,21 @@ async fn a_deleted_crm_pod_comes_back_and_deleting_a_class_deployment_removes_it
         ],
     )?;
     for context in spoke_contexts() {
-        let deployments: Api<Deployment> =
-            Api::namespaced(client_for(&context).await?, WORKLOADS_NS);
-        for name in record_workloads(&package) {
-            wait_for(&format!("{name} gone from {context}"), ROLLOUT, || async {
-                Ok(deployments.get_opt(&name).await?.is_none().then_some(()))
-            })
-            .await?;
-        }
-        let pods = Api::<Pod>::namespaced(client_for(&context).await?, WORKLOADS_NS);
+        // Its workloads and Pods go, and with them the spoke namespace the CRM made; the
+        // sample in `default` keeps running.
+        let client = client_for(&context).await?;
+        let namespaces: Api<Namespace> = Api::all(client.clone());
         wait_for(
-            &format!("{package}'s Pods gone from {context}"),
+            &format!("namespace {} gone from {context}", ns.name),
             ROLLOUT,
-            || async {
-                let left = pods
-                    .list(&ListParams::default())
-                    .await?
-                    .items
-                    .into_iter()
-                    .filter(|p| {
-                        p.metadata
-                            .name
-                            .as_deref()
-                            .is_some_and(|n| n.starts_with(&package))
-                    })
-                    .count();
-                Ok((left == 0).then_some(()))
-            },
+            || async { Ok(namespaces.get_opt(&ns.name).await?.is_none().then_some(())) },
         )
         .await?;
+        let sample: Api<Deployment> = Api::namespaced(client, SAMPLE_NS);
+        for name in RECORD_WORKLOADS {
+            assert!(sample.get_opt(name).await?.is_some(), "{name} in {context}");
+        }
     }
+    wait_available(&hub, SAMPLE_NS, "record")?;
     ns.delete().await
 }

@@ -180,7 +180,8 @@ async fn the_pm_and_the_crm_do_their_work_with_exactly_the_rights_of_the_manifes
     let ns = TestNamespace::create(&hub_client, "rbac").await?;
     let spoke = spoke_contexts().remove(0);
     let spoke_client = client_for(&spoke).await?;
-    let spoke_ns = TestNamespace::create(&spoke_client, "rbac-spoke").await?;
+    // The CRM's namespace has the hub namespace's name: the one the class deployment maps to.
+    let spoke_ns = TestNamespace::create_named(&spoke_client, "rbac", &ns.name).await?;
 
     // The spoke: the CRM as its ServiceAccount, leading through its Lease, requiring a token.
     let crm_rbac = apply_rbac("manifests/spoke", &spoke, &spoke_ns.name)?;
@@ -273,7 +274,7 @@ async fn the_pm_and_the_crm_do_their_work_with_exactly_the_rights_of_the_manifes
         || async {
             let now = kubectl(
                 &spoke,
-                &["get", "deployment", "rbac-c-f", "-n", &spoke_ns.name, image],
+                &["get", "deployment", "rbac-f", "-n", &spoke_ns.name, image],
             );
             Ok((now.ok().as_deref() == Some("img/f:2")).then_some(()))
         },

@@ -4,6 +4,8 @@
 //! step.
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::{Api, Client};
@@ -65,6 +67,7 @@ impl Setup {
         Crm::start(context, ns, &env).await
     }
 
+    /// Deploys into the CRM's namespace; returns the name of the runtime stored there.
     async fn deploy(&mut self, unit: pb::DeploymentUnit) -> anyhow::Result<String> {
         let response = self
             .grpc
@@ -73,7 +76,33 @@ impl Setup {
                 expected_revision: None,
             })
             .await?;
-        Ok(response.into_inner().resource_name)
+        let resource = response.into_inner().resource_name;
+        let name = resource
+            .strip_prefix(&format!("{}/", self.ns.name))
+            .with_context(|| format!("{resource} is not in {}", self.ns.name))?;
+        Ok(name.to_string())
+    }
+
+    /// The id of the class deployment `name` of the hub namespace mapped to the CRM's.
+    fn id(&self, name: &str) -> String {
+        format!("e2e/{}/{name}", self.ns.name)
+    }
+
+    /// One function, 100m CPU requested, 1..=max replicas, target 50% CPU; the class
+    /// deployment `name`, deployed into the CRM's namespace.
+    fn unit(
+        &self,
+        name: &str,
+        class: &str,
+        mode: EnforcementMode,
+        max: u32,
+        image: &str,
+    ) -> pb::DeploymentUnit {
+        pb::DeploymentUnit {
+            id: self.id(name),
+            namespace: self.ns.name.clone(),
+            ..mk_unit(class, mode, max, image)
+        }
     }
 
     fn runtimes(&self) -> Api<ClassRuntime> {
@@ -142,16 +171,10 @@ fn fast_nfr_env(prometheus: &str) -> Vec<(&'static str, &str)> {
     ]
 }
 
-/// One function, 100m CPU requested, 1..=max replicas, target 50% CPU.
-fn mk_unit(
-    id: &str,
-    class: &str,
-    mode: EnforcementMode,
-    max: u32,
-    image: &str,
-) -> pb::DeploymentUnit {
+/// One function, 100m CPU requested, 1..=max replicas, target 50% CPU (no id or namespace:
+/// see [`Setup::unit`]).
+fn mk_unit(class: &str, mode: EnforcementMode, max: u32, image: &str) -> pb::DeploymentUnit {
     pb::DeploymentUnit {
-        id: id.into(),
         package_name: "nfr".into(),
         class_key: class.into(),
         functions: vec![pb::FunctionDeploymentSpec {
@@ -234,22 +257,10 @@ async fn enforce_mode_raises_hpa_min_replicas_safely_and_observe_mode_changes_no
 -> anyhow::Result<()> {
     let mut setup = Setup::start("nfr-hpa", &[]).await?;
     let busy = setup
-        .deploy(mk_unit(
-            "nfr/busy",
-            "Busy",
-            EnforcementMode::Enforce,
-            5,
-            "img/work:1",
-        ))
+        .deploy(setup.unit("busy", "Busy", EnforcementMode::Enforce, 5, "img/work:1"))
         .await?;
     let calm = setup
-        .deploy(mk_unit(
-            "nfr/calm",
-            "Calm",
-            EnforcementMode::Observe,
-            5,
-            "img/work:1",
-        ))
+        .deploy(setup.unit("calm", "Calm", EnforcementMode::Observe, 5, "img/work:1"))
         .await?;
     let busy_workload = setup.load(&busy, 0.3).await?;
     let calm_workload = setup.load(&calm, 0.3).await?;
@@ -355,7 +366,7 @@ async fn enforce_mode_raises_hpa_min_replicas_safely_and_observe_mode_changes_no
     let reported = setup
         .grpc
         .get_deployment_status(pb::GetDeploymentStatusRequest {
-            deployment_id: "nfr/busy".into(),
+            deployment_id: setup.id("busy"),
         })
         .await?
         .into_inner();
@@ -384,13 +395,7 @@ async fn enforce_mode_raises_hpa_min_replicas_safely_and_observe_mode_changes_no
     )
     .await?;
     setup
-        .deploy(mk_unit(
-            "nfr/calm",
-            "Calm",
-            EnforcementMode::Observe,
-            5,
-            "img/work:2",
-        ))
+        .deploy(setup.unit("calm", "Calm", EnforcementMode::Observe, 5, "img/work:2"))
         .await?;
     let deployments: Api<Deployment> = Api::namespaced(setup.client.clone(), &setup.ns.name);
     wait_for(
@@ -416,8 +421,8 @@ async fn without_an_autoscaler_the_enforcer_sets_deployment_replicas_until_the_m
 -> anyhow::Result<()> {
     let mut setup = Setup::start("nfr-deploy", &[("OPRC_CRM_FEATURES_HPA", "false")]).await?;
     let runtime = setup
-        .deploy(mk_unit(
-            "nfr/steady",
+        .deploy(setup.unit(
+            "steady",
             "Steady",
             EnforcementMode::Enforce,
             3,
@@ -452,8 +457,8 @@ async fn without_an_autoscaler_the_enforcer_sets_deployment_replicas_until_the_m
 
     // Back to observe: the enforcer's replicas go, the spec's bounds rule again.
     setup
-        .deploy(mk_unit(
-            "nfr/steady",
+        .deploy(setup.unit(
+            "steady",
             "Steady",
             EnforcementMode::Observe,
             3,
@@ -476,13 +481,7 @@ async fn without_an_autoscaler_the_enforcer_sets_deployment_replicas_until_the_m
 
     // Off: no analysis, no condition, no recommendations.
     setup
-        .deploy(mk_unit(
-            "nfr/steady",
-            "Steady",
-            EnforcementMode::Off,
-            3,
-            "img/work:1",
-        ))
+        .deploy(setup.unit("steady", "Steady", EnforcementMode::Off, 3, "img/work:1"))
         .await?;
     wait_for("NfrObserved gone", Duration::from_secs(30), || async {
         let status = setup.status(&runtime).await?;

@@ -8,20 +8,9 @@ use oaas_crds::cluster::ClusterHealth;
 use oaas_crds::{ClassRuntime, OClassDeployment};
 use oaas_e2e::{
     Crm, Fleet, FleetSpoke, Pm, TestNamespace, client_for, cluster_manifest, hub_context, image_of,
-    install_all_crds, kubectl, kubectl_with_input, repo_path, spoke_contexts, wait_cluster_health,
-    wait_for,
+    install_all_crds, kubectl, kubectl_with_input, samples, spoke_contexts, wait_available,
+    wait_cluster_health, wait_for,
 };
-
-/// The sample package, and the sample class deployment pointed at this test's clusters.
-fn samples(clusters: &[String]) -> anyhow::Result<(String, String)> {
-    let package = std::fs::read_to_string(repo_path("manifests/samples/package.yaml"))?;
-    let deployment = std::fs::read_to_string(repo_path("manifests/samples/classdeployment.yaml"))?
-        .replace(
-            "targetClusters: [spoke-a, spoke-b]",
-            &format!("targetClusters: [{}]", clusters.join(", ")),
-        );
-    Ok((package, deployment))
-}
 
 #[tokio::test]
 #[ignore = "needs the local clusters: run `just test`"]
@@ -51,14 +40,14 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
     } in &fleet.spokes
     {
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &spoke_ns.name);
-        let echo = deployments.get("example-record-echo").await?;
+        let echo = deployments.get("record-echo").await?;
         assert_eq!(
             image_of(&echo),
             "ghcr.io/oaas/echo-function:0.1.0",
             "{context}"
         );
         assert!(
-            deployments.get_opt("example-record-odgm").await?.is_some(),
+            deployments.get_opt("record-odgm").await?.is_some(),
             "{context} has the data grid"
         );
     }
@@ -154,28 +143,13 @@ async fn wait_echo_rolled_out(fleet: &Fleet, within: Duration) -> anyhow::Result
             &format!("echo 0.1.1 in {}", spoke.context),
             within,
             || async {
-                let d = deployments.get("example-record-echo").await?;
+                let d = deployments.get("record-echo").await?;
                 Ok((image_of(&d) == "ghcr.io/oaas/echo-function:0.1.1").then_some(()))
             },
         )
         .await?;
     }
     Ok(())
-}
-
-fn wait_available(hub: &str, namespace: &str, deployment: &str) -> anyhow::Result<()> {
-    kubectl(
-        hub,
-        &[
-            "wait",
-            "-n",
-            namespace,
-            "--for=condition=Available",
-            &format!("classdeployment/{deployment}"),
-            "--timeout=60s",
-        ],
-    )
-    .map(drop)
 }
 
 #[tokio::test]
@@ -188,19 +162,21 @@ async fn a_selector_chosen_cluster_that_stays_unreachable_is_replaced() -> anyho
     let selector = format!("{}={}", oaas_e2e::E2E_CLUSTER_LABEL, ns.name);
 
     // Two CRMs on the first spoke, in two namespaces, registered as two clusters; the first
-    // is more available, so a target of 0.5 places the class there alone.
+    // is more available, so a target of 0.5 places the class there alone. Each OCluster maps
+    // the hub namespace into its CRM's namespace by a prefix.
     let context = spoke_contexts().remove(0);
     let spoke = client_for(&context).await?;
     let mut crms = Vec::new();
     for (suffix, availability) in [("best", 0.99), ("spare", 0.95)] {
-        let spoke_ns = TestNamespace::create(&spoke, "failover-spoke").await?;
+        let spoke_name = format!("{suffix}-{}", ns.name);
+        let spoke_ns = TestNamespace::create_named(&spoke, "failover", &spoke_name).await?;
         let crm = Crm::start(&context, &spoke_ns.name, &[]).await?;
         let manifest = cluster_manifest(
             &format!("{}-{suffix}", ns.name),
             &ns.name,
             ", tier: gold",
             &crm.endpoint,
-            &format!("  availability: {availability}\n"),
+            &format!("  availability: {availability}\n  namespacePrefix: {suffix}-\n"),
         );
         kubectl_with_input(&hub, &["apply", "-f", "-"], &manifest)?;
         crms.push((spoke_ns, crm));

@@ -288,9 +288,7 @@ async fn every_route_answers_and_rest_and_kubectl_show_the_same_objects() -> any
             &format!("echo-function 0.1.1 in {}", spoke.context),
             Duration::from_secs(60),
             || async {
-                let d = spoke_deployments
-                    .get_opt("greeter-greeter-greeter-greet")
-                    .await?;
+                let d = spoke_deployments.get_opt("greeter-greeter-greet").await?;
                 Ok(d.filter(|d| image_of(d).ends_with("echo-function:0.1.1"))
                     .map(drop))
             },

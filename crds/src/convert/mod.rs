@@ -10,7 +10,9 @@ use crate::class_runtime::{ClassRuntimeStatus, FunctionRuntimeStatus};
 use crate::common::*;
 use crate::package::*;
 mod unit;
-pub use unit::{check_provision, runtime_spec_from_unit, unit_from_runtime_spec};
+pub use unit::{
+    check_provision, runtime_spec_from_unit, unit_from_runtime_spec, unit_with_revision,
+};
 
 /// A field of a protobuf message and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -297,6 +299,8 @@ pub fn deployment_status_to_proto(
         message: status.message.clone().unwrap_or_default(),
         observed_generation: status.observed_generation.unwrap_or_default(),
         revision: revision.unwrap_or_default(),
+        // Set by the spoke, which knows the namespace the spec lives in.
+        spec_hash: 0,
         recommendations: status
             .nfr_recommendations
             .iter()

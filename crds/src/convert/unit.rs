@@ -31,7 +31,22 @@ pub fn unit_from_runtime_spec(spec: &ClassRuntimeSpec) -> pb::DeploymentUnit {
         enforcement_mode: enforcement_to_proto(spec.enforcement_mode) as i32,
         revision: spec.revision.unwrap_or_default(),
         consistency_model: consistency_to_proto(spec.consistency_model) as i32,
+        namespace: String::new(),
     }
+}
+
+/// The unit that deploys `spec` into spoke `namespace`, its revision a stable 63-bit hash of
+/// everything else in it. The hub sends it; the spoke recomputes it from what it holds, so a
+/// spec changed on the spoke shows as a hash that differs from the revision (drift).
+pub fn unit_with_revision(spec: &ClassRuntimeSpec, namespace: &str) -> pb::DeploymentUnit {
+    use prost::Message;
+    let mut unit = unit_from_runtime_spec(&ClassRuntimeSpec {
+        revision: None,
+        ..spec.clone()
+    });
+    unit.namespace = namespace.to_string();
+    unit.revision = (crate::validation::fnv1a(&unit.encode_to_vec()) >> 1) as i64;
+    unit
 }
 
 fn runtime_function_to_proto(f: &RuntimeFunction) -> pb::FunctionDeploymentSpec {

@@ -78,9 +78,12 @@ pub fn latencies(
     p50
 }
 
-fn mk_unit(i: usize) -> pb::DeploymentUnit {
+/// The unit of class deployment `bench-c<i>` of hub namespace `ns`, deployed into spoke
+/// namespace `ns` (the CRM's); its runtime is named `bench-c<i>` after the id.
+fn mk_unit(ns: &str, i: usize) -> pb::DeploymentUnit {
     pb::DeploymentUnit {
-        id: format!("bench-{i}"),
+        id: format!("bench/{ns}/bench-c{i}"),
+        namespace: ns.into(),
         package_name: "bench".into(),
         class_key: format!("C{i}"),
         functions: vec![pb::FunctionDeploymentSpec {
@@ -154,7 +157,7 @@ async fn bench_crm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let mut took = Vec::with_capacity(units);
     for i in 0..units {
         let started = Instant::now();
-        let unit = mk_unit(i);
+        let unit = mk_unit(&ns.name, i);
         grpc.clone()
             .deploy(pb::DeployRequest {
                 deployment_unit: Some(unit),
@@ -187,9 +190,10 @@ async fn bench_crm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     futures::stream::iter(units..runtimes)
         .map(|i| {
             let mut grpc = grpc.clone();
+            let unit = mk_unit(&ns.name, i);
             async move {
                 grpc.deploy(pb::DeployRequest {
-                    deployment_unit: Some(mk_unit(i)),
+                    deployment_unit: Some(unit),
                     expected_revision: None,
                 })
                 .await

@@ -96,12 +96,28 @@ pub async fn publish_event<K>(
 ) where
     K: kube::Resource<DynamicType = ()>,
 {
+    publish_related_event(recorder, object, None, type_, reason, note).await
+}
+
+/// An event about `object` that also names a `related` object (e.g. the cluster it
+/// happened in): events of the same reason about different related objects stay apart
+/// instead of counting as repeats of the first.
+pub async fn publish_related_event<K>(
+    recorder: &kube::runtime::events::Recorder,
+    object: &K,
+    related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+    type_: kube::runtime::events::EventType,
+    reason: &str,
+    note: String,
+) where
+    K: kube::Resource<DynamicType = ()>,
+{
     let event = kube::runtime::events::Event {
         type_,
         reason: reason.into(),
         note: Some(note),
         action: reason.into(),
-        secondary: None,
+        secondary: related,
     };
     if let Err(e) = recorder.publish(&event, &object.object_ref(&())).await {
         tracing::warn!(error = %e, "could not publish event");

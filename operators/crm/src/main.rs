@@ -8,8 +8,10 @@ mod config;
 mod controller;
 mod grpc;
 mod metrics;
+mod namespaces;
 mod nfr;
 mod render;
+mod retire;
 mod state;
 mod template;
 mod transport;
@@ -66,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
         .await;
     let deployment = grpc::DeploymentApi::new(
         client.clone(),
-        config.namespace.clone(),
+        namespaces::Namespaces::new(client.clone(), config.namespace.clone()),
         runtimes,
         metrics.clone(),
     );

@@ -98,6 +98,7 @@ pub async fn apply(
             circuit_open_seconds: c.circuit_open_seconds,
             availability: None,
             default: c.default,
+            namespace_prefix: String::new(),
         };
         Api::<OCluster>::all(client.clone())
             .patch(&name, &params, &Patch::Apply(&OCluster::new(&name, spec)))

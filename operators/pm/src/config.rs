@@ -20,6 +20,9 @@ pub struct Config {
     pub watch_namespace: Option<String>,
     /// Only OClusters with these labels, e.g. `fleet=eu` (default: all).
     pub cluster_selector: Option<String>,
+    /// This hub's name in every spoke (`OAAS_PM_HUB_NAME`); unset, the uid of the hub's
+    /// kube-system namespace, which is unique per cluster.
+    pub hub_name: Option<String>,
     pub rest: crate::rest::Settings,
     /// Lead through a Lease so that several replicas can run (`OAAS_PM_LEADER_ELECTION`).
     pub leader: Option<oaas_operator_common::leader::Settings>,
@@ -46,6 +49,21 @@ pub struct TlsFiles {
     pub client_cert: Option<String>,
     pub client_key: Option<String>,
     pub insecure: bool,
+}
+
+/// A hub name is the first part of every deployment id (`<hub>/<namespace>/<name>`).
+fn hub_name(env: &Env) -> Result<Option<String>, ConfigError> {
+    let Some(name) = env.get("OAAS_PM_HUB_NAME") else {
+        return Ok(None);
+    };
+    if oaas_core::tenancy::dns_label(name) != name {
+        return Err(env.error(
+            "OAAS_PM_HUB_NAME",
+            name,
+            "must be a DNS label (lowercase letters, digits and '-', at most 63 characters), e.g. hub-eu",
+        ));
+    }
+    Ok(Some(name.to_string()))
 }
 
 fn error(variable: impl Into<String>, problem: impl Into<String>) -> ConfigError {
@@ -103,6 +121,7 @@ impl Config {
             json_logs: env.flag("OAAS_PM_LOG_JSON", false)?,
             watch_namespace: env.string("OAAS_PM_WATCH_NAMESPACE"),
             cluster_selector: env.string("OAAS_PM_CLUSTER_SELECTOR"),
+            hub_name: hub_name(&env)?,
             rest: rest_settings(&env)?,
             leader: leader_settings(&env)?,
         })

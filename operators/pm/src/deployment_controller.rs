@@ -4,6 +4,7 @@
 //! the [`SpokeClient`]) → **record** (status, conditions, events). The spokes' status
 //! streams fill the registry's board and trigger this reconcile; OCluster and OPackage
 //! changes trigger it too.
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,18 +19,19 @@ use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use oaas_core::decide::{self, Acted, Decision, Inputs, Plan};
+use oaas_core::decide::{self, Acted, Decision, Held, Inputs, Plan};
 use oaas_core::placement::ClusterView;
 use oaas_core::resolve::{Problem, resolve_class};
 use oaas_core::rollout::Rollout;
+use oaas_core::tenancy;
 use oaas_core::wire::{CORRELATION_ANNOTATION, SPOKE_CLEANUP_FINALIZER};
 use oaas_crds::class_deployment::OClassDeploymentStatus;
 use oaas_crds::cluster::OClusterStatus;
 use oaas_crds::common::Phase;
 use oaas_crds::conditions::{self, READY};
 use oaas_crds::{OClassDeployment, OCluster, OPackage};
-use oaas_operator_common::publish_event;
 use oaas_operator_common::status::StatusWriter;
+use oaas_operator_common::{publish_event, publish_related_event};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::{debug, info, instrument, warn};
@@ -78,16 +80,20 @@ impl Context {
 }
 
 /// The id a class deployment has in every spoke: stable across retries and restarts.
-pub fn deployment_id(cd: &OClassDeployment) -> String {
-    format!("{}/{}", cd.namespace().unwrap_or_default(), cd.name_any())
+pub fn deployment_id(hub: &str, cd: &OClassDeployment) -> String {
+    tenancy::deployment_id(hub, &cd.namespace().unwrap_or_default(), &cd.name_any())
 }
 
-fn object_ref_of(id: &str) -> Option<ObjectRef<OClassDeployment>> {
-    let (namespace, name) = id.split_once('/')?;
-    Some(ObjectRef::new(name).within(namespace))
+/// The class deployment of an id of this hub's.
+fn object_ref_of(hub: &str, id: &str) -> Option<ObjectRef<OClassDeployment>> {
+    let id = tenancy::parse_deployment_id(id)
+        .ok()
+        .filter(|id| id.hub == hub)?;
+    Some(ObjectRef::new(id.name).within(id.namespace))
 }
 
 pub async fn run(ctx: Arc<Context>, changed: mpsc::UnboundedReceiver<String>) {
+    let hub = ctx.registry.hub().to_string();
     let (deployments, changes) = spec_changes(
         ctx.scope.api::<OClassDeployment>(&ctx.client),
         watcher::Config::default(),
@@ -112,10 +118,15 @@ pub async fn run(ctx: Arc<Context>, changed: mpsc::UnboundedReceiver<String>) {
                     .collect::<Vec<_>>()
             },
         )
+        // A package changed: its deployments look again, once the packages cache that
+        // reconcile reads has the change too.
         .watches_stream(
-            generation_changes(
-                ctx.scope.api::<OPackage>(&ctx.client),
-                watcher::Config::default(),
+            after_cached(
+                generation_changes(
+                    ctx.scope.api::<OPackage>(&ctx.client),
+                    watcher::Config::default(),
+                ),
+                ctx.packages.clone(),
             ),
             move |package| {
                 let namespace = package.namespace();
@@ -129,10 +140,10 @@ pub async fn run(ctx: Arc<Context>, changed: mpsc::UnboundedReceiver<String>) {
             },
         )
         // A spoke reported a change: the deployment it belongs to reconciles at once.
-        .reconcile_on(
-            UnboundedReceiverStream::new(changed)
-                .filter_map(|id| async move { object_ref_of(&id) }),
-        )
+        .reconcile_on(UnboundedReceiverStream::new(changed).filter_map(move |id| {
+            let found = object_ref_of(&hub, &id);
+            async move { found }
+        }))
         .with_config(kube::runtime::controller::Config::default().concurrency(16))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -145,7 +156,7 @@ fn error_policy(cd: Arc<OClassDeployment>, error: &Error, _: Arc<Context>) -> Ac
     Action::requeue(Duration::from_secs(2))
 }
 
-#[instrument(skip_all, fields(deployment = %deployment_id(&cd)))]
+#[instrument(skip_all, fields(deployment = %deployment_id(ctx.registry.hub(), &cd)))]
 async fn reconcile(cd: Arc<OClassDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api = Api::<OClassDeployment>::namespaced(
         ctx.client.clone(),
@@ -173,14 +184,18 @@ async fn apply(cd: &OClassDeployment, ctx: &Context) -> Result<Action, Error> {
     let rollout = match decide::decide(&inputs) {
         Decision::Blocked(rollout) => {
             record(cd, ctx, &inputs, rollout).await?;
-            return Ok(Action::requeue(Duration::from_secs(300)));
+            // A package that seems missing may only be late: the packages cache and the
+            // watch that wakes this deployment recover separately after an API server
+            // outage, so look again soon rather than wait for the next change.
+            return Ok(Action::requeue(Duration::from_secs(20)));
         }
         Decision::Rollout(plan) => {
             if plan.replanned {
                 let note = format!("clusters {:?}: {}", plan.plan.clusters, plan.plan.reason);
                 publish_event(&ctx.recorder, cd, EventType::Normal, "Planned", note).await;
             }
-            let acted = act(cd, ctx, &inputs.id, &plan).await;
+            let (acted, changed) = act(cd, ctx, &inputs.id, &plan).await;
+            report_restores(cd, ctx, &plan, &changed).await;
             decide::finish(&inputs, plan, acted)
         }
     };
@@ -195,7 +210,7 @@ async fn apply(cd: &OClassDeployment, ctx: &Context) -> Result<Action, Error> {
 
 /// What the hub knows now, as plain data.
 fn gather(cd: &OClassDeployment, ctx: &Context) -> Inputs {
-    let id = deployment_id(cd);
+    let id = deployment_id(ctx.registry.hub(), cd);
     let namespace = cd.namespace().unwrap_or_default();
     let lookup = |name: &str| {
         ctx.packages
@@ -215,21 +230,24 @@ fn gather(cd: &OClassDeployment, ctx: &Context) -> Inputs {
     };
     let now = Timestamp::now();
     let clusters = cluster_views(ctx, now);
-    let reported_revisions = clusters
+    let reported = clusters
         .iter()
         .filter_map(|c| {
-            Some((
-                c.name.clone(),
-                ctx.registry.board.get(&c.name, &id)?.revision,
-            ))
+            let status = ctx.registry.board.get(&c.name, &id)?;
+            let held = Held {
+                revision: status.revision,
+                spec_hash: status.spec_hash,
+            };
+            Some((c.name.clone(), held))
         })
         .collect();
     Inputs {
+        namespace,
         generation: cd.metadata.generation,
         spec: cd.spec.clone(),
         resolved,
         clusters,
-        reported_revisions,
+        reported,
         previous: ctx.status.current(cd, cd.status.as_ref()),
         now: Time(now),
         id,
@@ -254,6 +272,7 @@ fn cluster_view(cluster: &OCluster, ctx: &Context, now: Timestamp) -> ClusterVie
         health: status.health,
         availability: status.availability,
         unready_for: unready_for(&status, now),
+        namespace_prefix: cluster.spec.namespace_prefix.clone(),
         name,
     }
 }
@@ -269,7 +288,13 @@ fn unready_for(status: &OClusterStatus, now: Timestamp) -> Duration {
 }
 
 /// Sends the units and removes the class from clusters that left the plan, concurrently.
-async fn act(cd: &OClassDeployment, ctx: &Context, id: &str, plan: &Plan) -> Acted {
+/// Also returns the clusters where a send changed what the spoke held.
+async fn act(
+    cd: &OClassDeployment,
+    ctx: &Context,
+    id: &str,
+    plan: &Plan,
+) -> (Acted, BTreeSet<String>) {
     let correlation = correlation_id(cd);
     let sends = join_all(plan.sends.iter().map(|(cluster, unit)| {
         let expected = || ctx.registry.board.get(cluster, id).map(|s| s.revision);
@@ -279,7 +304,6 @@ async fn act(cd: &OClassDeployment, ctx: &Context, id: &str, plan: &Plan) -> Act
                 .spokes
                 .deploy(cluster, unit, expected, correlation)
                 .await
-                .map(|()| unit.revision)
                 .map_err(|e| e.to_string());
             (cluster.clone(), outcome)
         }
@@ -303,10 +327,56 @@ async fn act(cd: &OClassDeployment, ctx: &Context, id: &str, plan: &Plan) -> Act
         .iter()
         .filter_map(|c| Some((c.clone(), ctx.registry.board.get(c, id)?)))
         .collect();
-    Acted {
-        sent: sent.into_iter().collect(),
+    let changed = sent
+        .iter()
+        .filter(|(_, outcome)| outcome.as_ref().is_ok_and(|changed| *changed))
+        .map(|(cluster, _)| cluster.clone())
+        .collect();
+    let sent = sent
+        .into_iter()
+        .map(|(cluster, outcome)| {
+            let revision = plan
+                .sends
+                .iter()
+                .find(|(c, _)| *c == cluster)
+                .map(|(_, u)| u.revision);
+            (cluster, outcome.map(|_| revision.unwrap_or_default()))
+        })
+        .collect();
+    let acted = Acted {
+        sent,
         failed_removals,
         reported,
+    };
+    (acted, changed)
+}
+
+/// A send that changed what a spoke held, where the hub knew it held this revision already:
+/// the spoke's copy had been edited or deleted there, and is now put back.
+async fn report_restores(
+    cd: &OClassDeployment,
+    ctx: &Context,
+    plan: &Plan,
+    changed: &BTreeSet<String>,
+) {
+    for cluster in plan.restores.intersection(changed) {
+        ctx.metrics.count_drift_restored(cluster);
+        let note =
+            format!("the copy in cluster {cluster} was edited or deleted there; sent it again");
+        warn!(deployment = %deployment_id(ctx.registry.hub(), cd), %cluster, "drift restored");
+        let related = ctx
+            .clusters
+            .get(&ObjectRef::new(cluster))
+            .map(|c| kube::Resource::object_ref(c.as_ref(), &()));
+        publish_related_event(
+            &ctx.recorder,
+            cd,
+            related,
+            EventType::Warning,
+            "Drifted",
+            note,
+        )
+        .await;
     }
 }
 
@@ -348,7 +418,7 @@ fn correlation_id(cd: &OClassDeployment) -> String {
 /// cluster that cannot be reached keeps the finalizer (and retries) until it answers or its
 /// OCluster is deleted.
 async fn cleanup(cd: &OClassDeployment, ctx: &Context) -> Result<Action, Error> {
-    let id = deployment_id(cd);
+    let id = deployment_id(ctx.registry.hub(), cd);
     let correlation = correlation_id(cd);
     let status = ctx.status.current(cd, cd.status.as_ref());
     let clusters = cluster_views(ctx, Timestamp::now());
@@ -378,12 +448,13 @@ mod tests {
 
     #[test]
     fn ids_map_back_to_the_object() {
-        let r = object_ref_of("team/record").unwrap();
+        let r = object_ref_of("hub", "hub/team/record").unwrap();
         assert_eq!(
             (r.name.as_str(), r.namespace.as_deref()),
             ("record", Some("team"))
         );
-        assert!(object_ref_of("no-slash").is_none());
+        assert!(object_ref_of("hub", "other-hub/team/record").is_none());
+        assert!(object_ref_of("hub", "team/record").is_none());
     }
 
     #[test]

@@ -55,7 +55,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let packages = triggers::cache(scope.api::<OPackage>(&client), watcher::Config::default());
     let clusters = triggers::cache(Api::<OCluster>::all(client.clone()), scope.clusters());
-    let (registry, changed) = registry::Registry::new();
+    let hub = hub_name(&client, config.hub_name.clone()).await?;
+    info!(%hub, "this hub's name in the spokes");
+    let (registry, changed) = registry::Registry::new(hub);
 
     // The class deployment cache serves REST on every replica; only the leader's
     // controllers use the change stream.
@@ -149,4 +151,22 @@ async fn main() -> anyhow::Result<()> {
         leader::Elector::release(client, settings).await;
     }
     Ok(())
+}
+
+/// This hub's name: configured, or the uid of its kube-system namespace (unique per
+/// cluster and stable for the cluster's life).
+async fn hub_name(client: &kube::Client, configured: Option<String>) -> anyhow::Result<String> {
+    if let Some(name) = configured {
+        return Ok(name);
+    }
+    let namespace = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .get("kube-system")
+        .await
+        .context(
+            "reading the kube-system namespace's uid as this hub's name (or set OAAS_PM_HUB_NAME)",
+        )?;
+    namespace
+        .metadata
+        .uid
+        .context("the kube-system namespace has no uid; set OAAS_PM_HUB_NAME")
 }

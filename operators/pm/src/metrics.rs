@@ -51,6 +51,7 @@ pub struct Metrics {
     grpc_calls: Family<CallLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Histograms<RouteLabels>,
+    drift_restored: Family<ClusterLabels, Counter>,
 }
 
 fn buckets() -> impl Iterator<Item = f64> {
@@ -75,6 +76,12 @@ impl Default for Metrics {
         let grpc_calls = Family::<CallLabels, Counter>::default();
         let http_requests = Family::<HttpLabels, Counter>::default();
         let http_duration: Histograms<RouteLabels> = histograms();
+        let drift_restored = Family::<ClusterLabels, Counter>::default();
+        registry.register(
+            "drift_restored",
+            "Class deployments sent again because a spoke's copy was edited or deleted there, by cluster",
+            drift_restored.clone(),
+        );
         registry.register("reconciles", "Reconciles by controller", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -127,6 +134,7 @@ impl Default for Metrics {
             grpc_calls,
             http_requests,
             http_duration,
+            drift_restored,
         }
     }
 }
@@ -184,6 +192,14 @@ impl Metrics {
                 cluster: cluster.into(),
             })
             .set(healthy);
+    }
+
+    pub fn count_drift_restored(&self, cluster: &str) {
+        self.drift_restored
+            .get_or_create(&ClusterLabels {
+                cluster: cluster.into(),
+            })
+            .inc();
     }
 
     pub fn set_work_queue_depth(&self, controller: &str, depth: i64) {

@@ -188,6 +188,8 @@ impl StatusBoard {
 }
 
 pub struct Registry {
+    /// This hub's name: the first part of the ids of its deployments.
+    hub: String,
     spokes: RwLock<HashMap<String, Spoke>>,
     watches: Mutex<HashMap<String, JoinHandle<()>>>,
     breakers: Mutex<HashMap<String, Breaker>>,
@@ -197,9 +199,10 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<String>) {
+    pub fn new(hub: String) -> (Arc<Self>, mpsc::UnboundedReceiver<String>) {
         let (changed, receiver) = mpsc::unbounded_channel();
         let registry = Self {
+            hub,
             spokes: RwLock::default(),
             watches: Mutex::default(),
             breakers: Mutex::default(),
@@ -207,6 +210,10 @@ impl Registry {
             changed,
         };
         (Arc::new(registry), receiver)
+    }
+
+    pub fn hub(&self) -> &str {
+        &self.hub
     }
 
     pub fn get(&self, name: &str) -> Option<Spoke> {
@@ -228,6 +235,7 @@ impl Registry {
         }
         info!(cluster = %spoke.name, endpoint = %spoke.connection.endpoint, "registering spoke");
         let watch = tokio::spawn(watch_statuses(
+            format!("{}/", self.hub),
             spoke.clone(),
             self.board.clone(),
             self.changed.clone(),
@@ -274,13 +282,14 @@ impl Registry {
 /// Follows a spoke's status stream for as long as the spoke is registered, reconnecting
 /// with a capped backoff. Each change lands on the board and names its deployment.
 async fn watch_statuses(
+    ours: String,
     spoke: Spoke,
     board: Arc<StatusBoard>,
     changed: mpsc::UnboundedSender<String>,
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match follow(&spoke, &board, &changed).await {
+        match follow(&ours, &spoke, &board, &changed).await {
             Ok(()) => debug!(cluster = %spoke.name, "status stream ended; reconnecting"),
             Err(status) => {
                 debug!(cluster = %spoke.name, %status, "status stream failed; reconnecting")
@@ -291,7 +300,10 @@ async fn watch_statuses(
     }
 }
 
+/// `ours` is the id prefix of this hub's deployments: a spoke shared with other hubs reports
+/// theirs too, which this hub neither keeps nor acts on.
 async fn follow(
+    ours: &str,
     spoke: &Spoke,
     board: &StatusBoard,
     changed: &mpsc::UnboundedSender<String>,
@@ -305,7 +317,16 @@ async fn follow(
         .into_inner();
     let mut snapshot = Some(std::collections::HashSet::new());
     while let Some(event) = stream.message().await? {
-        match (event.kind(), event.status) {
+        let kind = event.kind();
+        if kind != Kind::SnapshotComplete
+            && !event
+                .status
+                .as_ref()
+                .is_some_and(|s| s.deployment_id.starts_with(ours))
+        {
+            continue;
+        }
+        match (kind, event.status) {
             (Kind::Upserted, Some(status)) => {
                 if let Some(seen) = snapshot.as_mut() {
                     seen.insert(status.deployment_id.clone());

@@ -87,16 +87,22 @@ impl SpokeClient {
         Self { registry, metrics }
     }
 
-    /// Sends a unit. Each try expects the revision the spoke last reported, read afresh by
-    /// `expected`, so a conflict with a newer write is retried from the current view and a
-    /// request delayed by a slow spoke cannot roll it back.
+    /// This hub's name: the first part of its deployment ids.
+    pub fn hub(&self) -> &str {
+        self.registry.hub()
+    }
+
+    /// Sends a unit; returns whether the spoke changed anything. Each try expects the
+    /// revision the spoke last reported, read afresh by `expected`, so a conflict with a
+    /// newer write is retried from the current view and a request delayed by a slow spoke
+    /// cannot roll it back.
     pub async fn deploy(
         &self,
         cluster: &str,
         unit: &pb::DeploymentUnit,
         expected: impl Fn() -> Option<i64>,
         correlation: &str,
-    ) -> Result<(), SpokeError> {
+    ) -> Result<bool, SpokeError> {
         self.call(cluster, "Deploy", Retries::AsConfigured, |spoke| {
             let mut client = spoke.deployments();
             let message = pb::DeployRequest {
@@ -107,7 +113,7 @@ impl SpokeClient {
             async move { client.deploy(request).await }
         })
         .await
-        .map(drop)
+        .map(|response| response.changed)
     }
 
     pub async fn delete(
@@ -291,7 +297,7 @@ mod tests {
     /// A spoke registered at an address where nothing listens: any attempted call would
     /// fail with Unavailable and count in the call metrics.
     fn mk_client() -> SpokeClient {
-        let (registry, _changes) = Registry::new();
+        let (registry, _changes) = Registry::new("hub".into());
         let connection = Connection {
             endpoint: "http://127.0.0.1:9".into(),
             timeout: Duration::from_millis(200),

@@ -68,7 +68,8 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let oclusters: Api<OCluster> = Api::all(hub.clone());
     for context in spoke_contexts() {
         let client = client_for(&context).await?;
-        let spoke_ns = TestNamespace::create(&client, "bench-pm-spoke").await?;
+        // Named as the hub namespace, which maps to it: the CRM's own namespace.
+        let spoke_ns = TestNamespace::create_named(&client, "bench-pm", &ns.name).await?;
         let crm = Crm::start(&context, &spoke_ns.name, &env).await?;
         let name = format!("{}-{}", ns.name, context.trim_start_matches("oaas-"));
         let cluster: OCluster = serde_json::from_value(json!({

@@ -31,6 +31,7 @@ use tracing::{instrument, warn};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::namespaces::{self, Namespaces};
 use crate::nfr;
 use crate::render::{LABEL_MANAGED_BY, MANAGED_BY};
 
@@ -71,6 +72,8 @@ pub struct Context {
     /// The NFR analyzer's latest reports.
     nfr: Arc<nfr::Board>,
     recorder: Recorder,
+    /// The spoke namespaces: released when their last runtime goes.
+    namespaces: Namespaces,
     knative: Mutex<Option<(Instant, bool)>>,
     status: StatusWriter<ClassRuntimeStatus>,
 }
@@ -99,12 +102,15 @@ impl Context {
 
 /// Runs the controller until the process is asked to stop.
 pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
-    let ns = config.namespace.clone();
-    let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-    let (deployments, deployment_stream) =
-        child_stream::<Deployment>(&client, &ns, managed.clone());
-    let (services, service_stream) = child_stream::<Service>(&client, &ns, managed.clone());
-    let (autoscalers, hpa_stream) = child_stream::<HorizontalPodAutoscaler>(&client, &ns, managed);
+    // Runtimes and children in every namespace, but only this CRM's: several may share a
+    // cluster (each with its own namespace, which is its identity).
+    let crm = config.namespace.clone();
+    let owned = namespaces::selector(&crm);
+    let managed =
+        watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY},{owned}"));
+    let (deployments, deployment_stream) = child_stream::<Deployment>(&client, managed.clone());
+    let (services, service_stream) = child_stream::<Service>(&client, managed.clone());
+    let (autoscalers, hpa_stream) = child_stream::<HorizontalPodAutoscaler>(&client, managed);
     let board = Arc::new(nfr::Board::default());
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -117,6 +123,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
                 autoscalers,
             },
         ),
+        namespaces: Namespaces::new(client.clone(), crm),
         config,
         metrics,
         nfr: board.clone(),
@@ -124,8 +131,8 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
         status: StatusWriter::new(FIELD_MANAGER),
     });
     let controller = Controller::new(
-        Api::<ClassRuntime>::namespaced(client.clone(), &ns),
-        watcher::Config::default(),
+        Api::<ClassRuntime>::all(client.clone()),
+        watcher::Config::default().labels(&owned),
     );
     // The analyzer reports on the board and wakes the runtime it reported on.
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
@@ -163,7 +170,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
 type ChildStream<K> =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<K, watcher::Error>> + Send>>;
 
-fn child_stream<K>(client: &Client, ns: &str, config: watcher::Config) -> (Store<K>, ChildStream<K>)
+fn child_stream<K>(client: &Client, config: watcher::Config) -> (Store<K>, ChildStream<K>)
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -174,7 +181,7 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(Api::<K>::namespaced(client.clone(), ns), config)
+    let stream = watcher(Api::<K>::all(client.clone()), config)
         .default_backoff()
         // Managed fields are most of an object and nothing here reads them.
         .modify(|o| o.managed_fields_mut().clear())

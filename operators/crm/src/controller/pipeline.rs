@@ -86,6 +86,10 @@ pub(super) async fn apply(runtime: &ClassRuntime, ctx: &Context) -> Result<Actio
         )
         .await;
     }
+    if outcome.phase == Phase::Available {
+        // Its replacement serves now: the runtime it replaces can go.
+        crate::retire::replaced(&ctx.client, ctx.namespaces.crm(), runtime).await?;
+    }
     Ok(match outcome.phase {
         Phase::Available => Action::requeue(Duration::from_secs(300)),
         _ => Action::requeue(ctx.config.progress_requeue),
@@ -167,5 +171,7 @@ pub(super) async fn cleanup(runtime: &ClassRuntime, ctx: &Context) -> Result<Act
         format!("removed every child of {name}"),
     )
     .await;
+    // Last: the event goes to the runtime's namespace, which this may remove.
+    ctx.namespaces.release(&ns, &name).await?;
     Ok(Action::await_change())
 }

@@ -1,16 +1,20 @@
-//! DeploymentService: Deploy writes a ClassRuntime (read-check-write with server-side
-//! apply, guarded by the expected revision); delete, get and list answer from the
-//! [`Runtimes`] cache (delete falls back to the API); watch streams its change feed.
+//! DeploymentService: Deploy writes a ClassRuntime (read-check-write, guarded by the
+//! expected revision) into the spoke namespace the hub mapped the deployment to, claiming
+//! that namespace first; delete, get and list answer from the [`Runtimes`] cache (delete
+//! falls back to the API); watch streams its change feed.
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures::Stream;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
+use oaas_core::tenancy::{
+    self, CRM_LABEL, HUB_NAMESPACE_LABEL, ID_HASH_LABEL, REPLACES_ANNOTATION, id_hash,
+    parse_deployment_id,
+};
 use oaas_crds::convert::runtime_spec_from_unit;
-use oaas_crds::validation::fnv1a;
 use oaas_crds::{ClassRuntime, ClassRuntimeSpec};
 use oaas_proto::deployment::{self as pb, deployment_service_server::DeploymentService};
 use serde_json::json;
@@ -23,39 +27,47 @@ use super::runtimes::{Runtimes, info_of, status_of, stream_changes};
 use super::{correlation_id, kube_status};
 use crate::controller::CORRELATION_ANNOTATION;
 use crate::metrics::Metrics;
-use crate::render::runtime_name;
+use crate::namespaces::{ClaimError, Namespaces};
+use crate::retire;
 
 /// Field manager of the ClassRuntime spec written by Deploy.
 const DEPLOY_MANAGER: &str = "oaas-crm-deploy";
-/// Label holding a hash of the deployment id (ids may be longer than label values).
-const ID_HASH_LABEL: &str = "oaas.io/deployment-id-hash";
 /// Reads and writes of one Deploy before it gives up racing other writers.
 const CONFLICT_ATTEMPTS: usize = 5;
 
 pub struct DeploymentApi {
     client: Client,
-    namespace: String,
+    namespaces: Namespaces,
     runtimes: Runtimes,
     metrics: Arc<Metrics>,
+}
+
+/// Where a unit goes: its ClassRuntime's namespace and name.
+struct Target {
+    namespace: String,
+    name: String,
+    /// `<hub>/<hub namespace>`: what the namespace must serve.
+    tenant: String,
+    hub_namespace: String,
 }
 
 impl DeploymentApi {
     pub fn new(
         client: Client,
-        namespace: String,
+        namespaces: Namespaces,
         runtimes: Runtimes,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             client,
-            namespace,
+            namespaces,
             runtimes,
             metrics,
         }
     }
 
-    fn api(&self) -> Api<ClassRuntime> {
-        Api::namespaced(self.client.clone(), &self.namespace)
+    fn api(&self, namespace: &str) -> Api<ClassRuntime> {
+        Api::namespaced(self.client.clone(), namespace)
     }
 
     /// Runs a handler in a span carrying the correlation id, and counts it in the metrics.
@@ -76,22 +88,67 @@ impl DeploymentApi {
         result
     }
 
-    /// Finds a runtime by deployment id in the cache, then in the API (the cache may not have
-    /// seen a runtime created a moment ago).
-    async fn find_fresh(&self, deployment_id: &str) -> Result<Option<ClassRuntime>, Status> {
-        if let Some(runtime) = self.runtimes.find(deployment_id) {
-            return Ok(Some((*runtime).clone()));
+    /// Every runtime of a deployment id, from the cache, else from the API (the cache may not
+    /// have seen a runtime created a moment ago), plus one left from before ids carried the
+    /// hub. More than one while a deployment moves to another namespace or name.
+    async fn find_all(&self, deployment_id: &str) -> Result<Vec<ClassRuntime>, Status> {
+        let mut found: Vec<ClassRuntime> = self
+            .runtimes
+            .find_all(deployment_id)
+            .into_iter()
+            .map(|r| (*r).clone())
+            .collect();
+        if found.is_empty() {
+            found = self
+                .list_by_id(Api::all(self.client.clone()), deployment_id)
+                .await?;
         }
+        if let Ok(id) = parse_deployment_id(deployment_id) {
+            let legacy = self.api(self.namespaces.crm());
+            found.extend(self.list_by_id(legacy, &id.within_hub()).await?);
+        }
+        Ok(found)
+    }
+
+    async fn list_by_id(
+        &self,
+        api: Api<ClassRuntime>,
+        deployment_id: &str,
+    ) -> Result<Vec<ClassRuntime>, Status> {
         let selector = format!("{ID_HASH_LABEL}={}", id_hash(deployment_id));
-        let list = self
-            .api()
+        let list = api
             .list(&ListParams::default().labels(&selector))
             .await
             .map_err(|e| kube_status("listing ClassRuntimes", e))?;
         Ok(list
             .items
             .into_iter()
-            .find(|r| r.spec.deployment_id == deployment_id))
+            .filter(|r| r.spec.deployment_id == deployment_id)
+            .collect())
+    }
+
+    fn target(unit: &pb::DeploymentUnit) -> Result<Target, Status> {
+        let id = parse_deployment_id(&unit.id)
+            .map_err(|e| Status::invalid_argument(format!("deployment_unit.id: {e}")))?;
+        if unit.namespace.is_empty() {
+            return Err(Status::invalid_argument(
+                "deployment_unit.namespace: required: the spoke namespace to deploy into \
+                 (a hub older than this CRM does not send it; upgrade the hub)",
+            ));
+        }
+        if tenancy::dns_label(&unit.namespace) != unit.namespace {
+            return Err(Status::invalid_argument(format!(
+                "deployment_unit.namespace: {:?} is not a valid namespace name (lowercase \
+                 letters, digits and '-', at most 63 characters)",
+                unit.namespace
+            )));
+        }
+        Ok(Target {
+            namespace: unit.namespace.clone(),
+            name: tenancy::runtime_name(&id),
+            tenant: id.tenant(),
+            hub_namespace: id.namespace.to_string(),
+        })
     }
 
     async fn deploy(
@@ -102,123 +159,179 @@ impl DeploymentApi {
         let unit = request
             .deployment_unit
             .ok_or_else(|| Status::invalid_argument("deployment_unit: required"))?;
+        let target = Self::target(&unit)?;
         let spec =
             runtime_spec_from_unit(&unit).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let name = runtime_name(&spec.package_name, &spec.class_key);
         // A write that expects a revision carries the resourceVersion of the object it was
         // checked against; when something else wrote in between (the controller's status or
         // finalizer, another request), the check runs again on a fresh read.
         for _ in 0..CONFLICT_ATTEMPTS {
+            match self
+                .namespaces
+                .claim(&target.namespace, &target.tenant)
+                .await
+            {
+                Ok(()) => {}
+                Err(ClaimError::Raced) => continue,
+                Err(ClaimError::Kube(e)) => return Err(kube_status("claiming the namespace", e)),
+                Err(e @ ClaimError::Refused(_)) => {
+                    return Err(Status::failed_precondition(e.to_string()));
+                }
+                Err(e @ ClaimError::Terminating(_)) => {
+                    return Err(Status::unavailable(e.to_string()));
+                }
+            }
             let stored = self
-                .store(&name, &spec, request.expected_revision, correlation_id)
+                .store(&target, &spec, request.expected_revision, correlation_id)
                 .await?;
             if let Some(response) = stored {
                 return Ok(response);
             }
         }
         Err(Status::aborted(format!(
-            "ClassRuntime {name} kept changing while this request was stored; retry"
+            "ClassRuntime {}/{} kept changing while this request was stored; retry",
+            target.namespace, target.name
         )))
     }
 
     /// One read-check-write of a unit; `None` when the write lost a race and must be redone.
     async fn store(
         &self,
-        name: &str,
+        target: &Target,
         spec: &ClassRuntimeSpec,
         expected_revision: Option<i64>,
         correlation_id: &str,
     ) -> Result<Option<pb::DeployResponse>, Status> {
-        let existing = self
-            .api()
+        let Target {
+            namespace, name, ..
+        } = target;
+        let api = self.api(namespace);
+        let existing = api
             .get_opt(name)
             .await
             .map_err(|e| kube_status("reading ClassRuntime", e))?;
+        let response = |changed| {
+            Some(pb::DeployResponse {
+                deployment_id: spec.deployment_id.clone(),
+                resource_name: format!("{namespace}/{name}"),
+                changed,
+            })
+        };
         if let Some(existing) = &existing {
             if existing.spec.deployment_id != spec.deployment_id {
                 return Err(Status::already_exists(format!(
-                    "ClassRuntime {name} (package {}, class {}) belongs to deployment {:?}, not {:?}; \
-                     delete that deployment first or deploy under another package name",
-                    spec.package_name,
-                    spec.class_key,
-                    existing.spec.deployment_id,
-                    spec.deployment_id
+                    "ClassRuntime {namespace}/{name} belongs to deployment {:?}, not {:?}; \
+                     their names map to the same spoke name: rename one of them",
+                    existing.spec.deployment_id, spec.deployment_id
                 )));
             }
             if existing.metadata.deletion_timestamp.is_some() {
                 return Err(Status::failed_precondition(format!(
-                    "ClassRuntime {name} is being deleted; retry when it is gone"
+                    "ClassRuntime {namespace}/{name} is being deleted; retry when it is gone"
                 )));
             }
             if existing.spec == *spec {
-                return Ok(Some(pb::DeployResponse {
-                    deployment_id: spec.deployment_id.clone(),
-                    resource_name: name.to_string(),
-                    changed: false,
-                }));
+                return Ok(response(false));
             }
         }
         let held = existing.as_ref().and_then(|r| r.spec.revision).unwrap_or(0);
         if let Some(expected) = expected_revision.filter(|e| *e != held) {
             return Err(Status::aborted(format!(
-                "ClassRuntime {name} holds revision {held}, the request expected {expected}: \
-                 it was built from an older view; resend from the current one"
+                "ClassRuntime {namespace}/{name} holds revision {held}, the request expected \
+                 {expected}: it was built from an older view; resend from the current one"
             )));
         }
-        let mut annotations = serde_json::Map::new();
-        if !correlation_id.is_empty() {
-            annotations.insert(CORRELATION_ANNOTATION.into(), correlation_id.into());
-        }
-        let mut patch = json!({
-            "apiVersion": "oaas.io/v1alpha1",
-            "kind": "ClassRuntime",
-            "metadata": {
-                "name": name,
-                "labels": {ID_HASH_LABEL: id_hash(&spec.deployment_id)},
-                "annotations": annotations,
-            },
-            "spec": spec,
-        });
-        if expected_revision.is_some()
-            && let Some(version) = existing.as_ref().and_then(|r| r.resource_version())
-        {
-            patch["metadata"]["resourceVersion"] = version.into();
-        }
-        let written = self
-            .api()
-            .patch(
-                name,
-                &PatchParams::apply(DEPLOY_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await;
+        let written = match &existing {
+            None => self.create(target, spec, correlation_id).await,
+            Some(existing) => {
+                // The whole spec is replaced, so that fields someone added by hand go too;
+                // the resourceVersion makes it conditional on the object just checked.
+                let mut ops = vec![json!({"op": "replace", "path": "/spec", "value": spec})];
+                if expected_revision.is_some() {
+                    ops.push(json!({"op": "replace", "path": "/metadata/resourceVersion",
+                        "value": existing.resource_version()}));
+                }
+                if !correlation_id.is_empty() {
+                    ops.push(annotation_op(
+                        existing,
+                        CORRELATION_ANNOTATION,
+                        correlation_id,
+                    ));
+                }
+                let patch: json_patch::Patch =
+                    serde_json::from_value(json!(ops)).expect("a valid JSON patch");
+                let params = PatchParams {
+                    field_manager: Some(DEPLOY_MANAGER.into()),
+                    ..Default::default()
+                };
+                api.patch(name, &params, &Patch::<()>::Json(patch))
+                    .await
+                    .map(drop)
+            }
+        };
         match written {
             Err(kube::Error::Api(e)) if e.code == 409 => return Ok(None),
             other => other.map_err(|e| kube_status("writing ClassRuntime", e))?,
         };
-        info!(%name, deployment_id = %spec.deployment_id, created = existing.is_none(), "deployment stored");
-        Ok(Some(pb::DeployResponse {
-            deployment_id: spec.deployment_id.clone(),
-            resource_name: name.to_string(),
-            changed: true,
-        }))
+        info!(%namespace, %name, deployment_id = %spec.deployment_id, created = existing.is_none(), "deployment stored");
+        Ok(response(true))
+    }
+
+    /// Creates the runtime, naming the runtimes of the same deployment it replaces (under an
+    /// older name or namespace): the controller removes them once it is Available.
+    async fn create(
+        &self,
+        target: &Target,
+        spec: &ClassRuntimeSpec,
+        correlation_id: &str,
+    ) -> Result<(), kube::Error> {
+        let replaces: Vec<String> = self
+            .find_all(&spec.deployment_id)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|r| format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()))
+            .collect();
+        let mut annotations = serde_json::Map::new();
+        if !correlation_id.is_empty() {
+            annotations.insert(CORRELATION_ANNOTATION.into(), correlation_id.into());
+        }
+        if !replaces.is_empty() {
+            annotations.insert(REPLACES_ANNOTATION.into(), replaces.join(",").into());
+        }
+        let patch = json!({
+            "apiVersion": "oaas.io/v1alpha1",
+            "kind": "ClassRuntime",
+            "metadata": {
+                "name": target.name,
+                "labels": {
+                    ID_HASH_LABEL: id_hash(&spec.deployment_id),
+                    HUB_NAMESPACE_LABEL: target.hub_namespace,
+                    CRM_LABEL: self.namespaces.crm(),
+                },
+                "annotations": annotations,
+            },
+            "spec": spec,
+        });
+        self.api(&target.namespace)
+            .patch(
+                &target.name,
+                &PatchParams::apply(DEPLOY_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map(drop)
     }
 
     async fn delete(&self, deployment_id: &str) -> Result<pb::DeleteDeploymentResponse, Status> {
-        let Some(runtime) = self.find_fresh(deployment_id).await? else {
-            return Ok(pb::DeleteDeploymentResponse { existed: false });
-        };
-        match self
-            .api()
-            .delete(&runtime.name_any(), &DeleteParams::default())
-            .await
-        {
-            Ok(_) => Ok(pb::DeleteDeploymentResponse { existed: true }),
-            Err(kube::Error::Api(e)) if e.code == 404 => {
-                Ok(pb::DeleteDeploymentResponse { existed: false })
-            }
-            Err(e) => Err(kube_status("deleting ClassRuntime", e)),
+        let runtimes = self.find_all(deployment_id).await?;
+        let mut existed = false;
+        for runtime in &runtimes {
+            existed |= retire::remove(&self.client, self.namespaces.crm(), runtime)
+                .await
+                .map_err(|e| kube_status("deleting ClassRuntime", e))?;
         }
+        Ok(pb::DeleteDeploymentResponse { existed })
     }
 
     fn not_found(deployment_id: &str) -> Status {
@@ -228,9 +341,13 @@ impl DeploymentApi {
     }
 }
 
-/// Short, label-safe hash of a deployment id.
-fn id_hash(deployment_id: &str) -> String {
-    format!("{:016x}", fnv1a(deployment_id.as_bytes()))
+/// A JSON patch op that sets one annotation (creating the map when the object has none).
+fn annotation_op(runtime: &ClassRuntime, key: &str, value: &str) -> serde_json::Value {
+    if runtime.metadata.annotations.is_none() {
+        return json!({"op": "add", "path": "/metadata/annotations", "value": {key: value}});
+    }
+    let escaped = key.replace('~', "~0").replace('/', "~1");
+    json!({"op": "add", "path": format!("/metadata/annotations/{escaped}"), "value": value})
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::DeploymentStatusEvent, Status>> + Send>>;

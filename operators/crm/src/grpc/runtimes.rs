@@ -8,8 +8,9 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
+use oaas_core::tenancy::REPLACES_ANNOTATION;
 use oaas_crds::ClassRuntime;
-use oaas_crds::convert::{deployment_status_to_proto, unit_from_runtime_spec};
+use oaas_crds::convert::{deployment_status_to_proto, unit_with_revision};
 use oaas_operator_common::Synced;
 use oaas_proto::deployment as pb;
 use tokio::sync::{broadcast, mpsc};
@@ -26,19 +27,19 @@ pub struct Runtimes {
 }
 
 impl Runtimes {
-    /// Starts watching ClassRuntimes in the namespace; the returned future drives the watch.
-    pub fn start(client: &Client, namespace: &str) -> (Self, impl Future<Output = ()> + use<>) {
+    /// Starts watching the ClassRuntimes of the CRM `crm` in every namespace; the returned
+    /// future drives the watch.
+    pub fn start(client: &Client, crm: &str) -> (Self, impl Future<Output = ()> + use<>) {
         let (store, writer) = reflector::store();
         let (changes, _) = broadcast::channel(4096);
         let sender = changes.clone();
-        let stream = watcher(
-            Api::<ClassRuntime>::namespaced(client.clone(), namespace),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        // Managed fields are most of an object and nothing here reads them.
-        .modify(|o| o.managed_fields_mut().clear())
-        .reflect(writer);
+        let owned = watcher::Config::default().labels(&crate::namespaces::selector(crm));
+        let stream = watcher(Api::<ClassRuntime>::all(client.clone()), owned)
+            .default_backoff()
+            // Managed fields are most of an object and nothing here reads them.
+            .modify(|o| o.managed_fields_mut().clear())
+            .reflect(writer);
+        let store_for_events = store.clone();
         let driver = async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
@@ -46,8 +47,15 @@ impl Runtimes {
                     Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
                         (pb::deployment_status_event::Kind::Upserted, r)
                     }
+                    // The old runtime of a deployment that moved: the new one stands for it.
                     Ok(watcher::Event::Delete(r)) => {
-                        (pb::deployment_status_event::Kind::Deleted, r)
+                        match find_all(&store_for_events, &r.spec.deployment_id).pop() {
+                            Some(current) => (
+                                pb::deployment_status_event::Kind::Upserted,
+                                (*current).clone(),
+                            ),
+                            None => (pb::deployment_status_event::Kind::Deleted, r),
+                        }
                     }
                     Ok(_) => continue,
                     Err(e) => {
@@ -73,15 +81,32 @@ impl Runtimes {
         )
     }
 
+    /// The runtime of a deployment id; while the deployment moves, the new runtime (the one
+    /// naming what it replaces).
     pub(super) fn find(&self, deployment_id: &str) -> Option<Arc<ClassRuntime>> {
-        self.store.find(|r| r.spec.deployment_id == deployment_id)
+        let mut all = self.find_all(deployment_id);
+        all.sort_by_key(|r| r.annotations().contains_key(REPLACES_ANNOTATION));
+        all.pop()
     }
+
+    pub(super) fn find_all(&self, deployment_id: &str) -> Vec<Arc<ClassRuntime>> {
+        find_all(&self.store, deployment_id)
+    }
+}
+
+fn find_all(store: &Store<ClassRuntime>, deployment_id: &str) -> Vec<Arc<ClassRuntime>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|r| r.spec.deployment_id == deployment_id)
+        .collect()
 }
 
 pub(super) fn status_of(runtime: &ClassRuntime) -> pb::DeploymentStatus {
     let status = runtime.status.clone().unwrap_or_default();
     let mut proto =
         deployment_status_to_proto(&runtime.spec.deployment_id, &status, runtime.spec.revision);
+    proto.spec_hash = unit_of(runtime).revision;
     proto.updated_at = runtime
         .status
         .as_ref()
@@ -110,9 +135,17 @@ pub(super) fn info_of(runtime: &ClassRuntime) -> pb::ClassRuntimeInfo {
     pb::ClassRuntimeInfo {
         name: runtime.name_any(),
         namespace: runtime.namespace().unwrap_or_default(),
-        unit: Some(unit_from_runtime_spec(&runtime.spec)),
+        unit: Some(pb::DeploymentUnit {
+            revision: runtime.spec.revision.unwrap_or_default(),
+            ..unit_of(runtime)
+        }),
         status: Some(status_of(runtime)),
     }
+}
+
+/// The unit the runtime holds, its revision recomputed from its spec as the hub computes it.
+fn unit_of(runtime: &ClassRuntime) -> pb::DeploymentUnit {
+    unit_with_revision(&runtime.spec, &runtime.namespace().unwrap_or_default())
 }
 
 /// Sends a snapshot of every matching runtime, then each change, until the client leaves.

@@ -7,8 +7,9 @@ mod settings;
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::Resource;
 use kube::api::ApiResource;
+use kube::{Resource, ResourceExt};
+use oaas_core::tenancy::CRM_LABEL;
 use oaas_crds::ClassRuntime;
 use oaas_crds::common::Template;
 use oaas_crds::validation::resource_name;
@@ -134,6 +135,7 @@ pub fn render(runtime: &ClassRuntime, ctx: &RenderContext) -> Rendered {
         name: &name,
         namespace: &namespace,
         owner: owner.as_ref(),
+        crm: runtime.labels().get(CRM_LABEL).map(String::as_str),
     };
 
     let mut problems = Vec::new();
@@ -199,6 +201,9 @@ pub(crate) struct Base<'a> {
     pub name: &'a str,
     pub namespace: &'a str,
     pub owner: Option<&'a OwnerReference>,
+    /// The CRM that owns the runtime (its `oaas.io/crm` label), carried by every child so
+    /// that each CRM sharing a cluster watches only its own.
+    pub crm: Option<&'a str>,
 }
 
 impl Base<'_> {
@@ -231,6 +236,9 @@ impl Base<'_> {
         if let Some(f) = function {
             labels.insert(LABEL_FUNCTION.into(), resource_name(&[f]));
         }
+        if let Some(crm) = self.crm {
+            labels.insert(CRM_LABEL.into(), crm.into());
+        }
         labels
     }
 
@@ -241,11 +249,6 @@ impl Base<'_> {
             (LABEL_COMPONENT.to_string(), component.to_string()),
         ])
     }
-}
-
-/// Name of a ClassRuntime for a package's class.
-pub fn runtime_name(package: &str, class_key: &str) -> String {
-    resource_name(&[package, class_key])
 }
 
 fn to_value<T: serde::Serialize>(object: &T) -> serde_json::Value {

@@ -66,6 +66,7 @@ fn mk_runtime(
     );
     runtime.metadata.namespace = Some("apps".into());
     runtime.metadata.uid = Some("uid-1".into());
+    runtime.metadata.labels = Some([("oaas.io/crm".to_string(), "crm-ns".to_string())].into());
     runtime
 }
 
@@ -199,6 +200,10 @@ fn a_scalable_function_gets_a_deployment_a_service_and_an_autoscaler() {
     assert_eq!(labels["app.kubernetes.io/managed-by"], "oaas-crm");
     assert_eq!(labels["app.kubernetes.io/instance"], "shop-record");
     assert_eq!(labels["app.kubernetes.io/name"], "oaas-function");
+    assert_eq!(
+        labels["oaas.io/crm"], "crm-ns",
+        "the runtime's CRM, whose watches see it"
+    );
     assert!(
         deployment["spec"].get("replicas").is_none(),
         "the autoscaler owns replicas"

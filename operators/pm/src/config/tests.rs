@@ -212,3 +212,14 @@ fn mistakes_fail_with_the_variable_named() {
         assert_eq!(err.variable, variable, "{vars:?}: {err}");
     }
 }
+
+#[test]
+fn the_hub_name_is_optional_and_must_be_a_dns_label() {
+    assert_eq!(parse(&[]).unwrap().hub_name, None);
+    let named = parse(&[("OAAS_PM_HUB_NAME", "hub-eu")]).unwrap();
+    assert_eq!(named.hub_name.as_deref(), Some("hub-eu"));
+    for bad in ["Hub", "hub/eu", "-hub"] {
+        let err = parse(&[("OAAS_PM_HUB_NAME", bad)]).unwrap_err();
+        assert_eq!(err.variable, "OAAS_PM_HUB_NAME", "{bad}");
+    }
+}

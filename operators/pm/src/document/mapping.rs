@@ -393,6 +393,11 @@ pub fn deployment_document(deployment: &OClassDeployment) -> Deployment {
             selected_envs: plan.clusters,
             achieved_quorum_availability: plan.expected_availability,
             last_error,
+            spoke_namespaces: status
+                .clusters
+                .iter()
+                .filter_map(|c| Some((c.cluster.clone(), c.namespace.clone()?)))
+                .collect(),
         }),
         created_at: deployment
             .metadata

@@ -96,6 +96,28 @@ fn documents_round_trip_through_resources() {
 }
 
 #[test]
+fn a_deployment_document_shows_where_each_cluster_holds_it() {
+    let (_, mut deployments) = package_resources(&seed_package(), "shop").unwrap();
+    let mut deployment = deployments.remove(0);
+    let held = |cluster: &str, namespace: Option<&str>| {
+        oaas_crds::class_deployment::ClusterDeploymentStatus {
+            cluster: cluster.into(),
+            namespace: namespace.map(String::from),
+            ..Default::default()
+        }
+    };
+    deployment.status = Some(oaas_crds::class_deployment::OClassDeploymentStatus {
+        clusters: vec![held("oaas-1", Some("shop")), held("oaas-2", None)],
+        ..Default::default()
+    });
+    let summary = deployment_document(&deployment).status.unwrap();
+    assert_eq!(
+        summary.spoke_namespaces,
+        std::collections::BTreeMap::from([("oaas-1".to_string(), "shop".to_string())])
+    );
+}
+
+#[test]
 fn deployment_problems_name_the_document_field() {
     let mut doc = seed_package();
     doc.deployments[0].target_envs.clear();

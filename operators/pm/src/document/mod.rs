@@ -260,4 +260,8 @@ pub struct DeploymentStatusSummary {
     pub achieved_quorum_availability: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The namespace each cluster holds the class in (the hub namespace, mapped by the
+    /// cluster's namespace prefix).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub spoke_namespaces: BTreeMap<String, String>,
 }

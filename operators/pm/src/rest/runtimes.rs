@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use futures::future::join_all;
 use kube::ResourceExt;
+use oaas_core::tenancy;
 use oaas_crds::convert::{phase_from_proto, time_from_proto};
 use oaas_proto::deployment::{self as pb};
 use schemars::JsonSchema;
@@ -88,7 +89,10 @@ fn record(cluster: &str, info: pb::ClassRuntimeInfo) -> ClassRuntimeRecord {
     let status = info.status.unwrap_or_default();
     let phase = phase_from_proto(status.phase()).unwrap_or_default();
     ClassRuntimeRecord {
-        id: unit.id.clone(),
+        // `<namespace>/<name>`, as GET /class-runtimes/{id} takes it; the unit's id adds the hub.
+        id: tenancy::parse_deployment_id(&unit.id)
+            .map(|id| id.within_hub())
+            .unwrap_or_else(|_| unit.id.clone()),
         deployment_unit_id: unit.id,
         package_name: unit.package_name,
         class_key: unit.class_key,
@@ -151,11 +155,18 @@ pub async fn list(
             .map(|cluster| rest.spokes.list_class_runtimes(cluster, request.clone())),
     )
     .await;
+    // A spoke shared with other hubs lists their runtimes too.
+    let ours = format!("{}/", rest.spokes.hub());
     let mut records = Vec::new();
     let mut warnings = Vec::new();
     for (cluster, answer) in names.iter().zip(answers) {
         match answer {
-            Ok(list) => records.extend(list.items.into_iter().map(|i| record(cluster, i))),
+            Ok(list) => records.extend(
+                list.items
+                    .into_iter()
+                    .filter(|i| i.unit.as_ref().is_some_and(|u| u.id.starts_with(&ours)))
+                    .map(|i| record(cluster, i)),
+            ),
             Err(problem) => warnings.push(problem.to_string()),
         }
     }
@@ -185,10 +196,11 @@ pub async fn get(
     Segments(RuntimeId { id }): Segments<RuntimeId>,
     Params(ClusterChoice { cluster }): Params<ClusterChoice>,
 ) -> ApiResult<axum::Json<ClassRuntimeRecord>> {
-    let deployment_id = match id.split_once('/') {
-        Some((ns, key)) => format!("{}/{}", rest.namespace(Some(ns))?, deployment_name(key)),
-        None => format!("{namespace}/{}", deployment_name(&id)),
+    let (namespace, name) = match id.split_once('/') {
+        Some((ns, key)) => (rest.namespace(Some(ns))?, deployment_name(key)),
+        None => (namespace, deployment_name(&id)),
     };
+    let deployment_id = tenancy::deployment_id(rest.spokes.hub(), &namespace, &name);
     let names = clusters(&rest, cluster.as_deref())?;
     let answers = join_all(
         names

@@ -1,0 +1,268 @@
+//! The spoke namespaces the CRM deploys into. Each serves one hub namespace of one hub (its
+//! tenant): the CRM creates a missing one and labels it as its own, uses an existing one only
+//! when it carries the CRM's label (an administrator's hand-over), refuses one that serves
+//! another tenant, and releases it once it holds no ClassRuntime any more.
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use oaas_core::tenancy::{CREATED_BY_CRM_ANNOTATION, CRM_LABEL, SERVES_ANNOTATION};
+use oaas_core::wire::CRM_FIELD_MANAGER;
+use oaas_crds::ClassRuntime;
+use serde_json::json;
+use tracing::info;
+
+/// Selects what the CRM `crm` made: several CRMs may share a cluster.
+pub fn selector(crm: &str) -> String {
+    format!("{CRM_LABEL}={crm}")
+}
+
+/// What to do with a namespace before deploying into it for a tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// Ours and serving the tenant already.
+    Ready,
+    /// Missing: create it, ours and serving the tenant.
+    Create,
+    /// Ours (handed over or released) and serving nobody: mark it as the tenant's.
+    Take,
+    /// Not usable; the message says why and what to do.
+    Refuse(String),
+    /// Being deleted: retry once it is gone.
+    Terminating,
+}
+
+/// The pure decision over the namespace as it is.
+pub fn claim(namespace: Option<&Namespace>, name: &str, crm: &str, tenant: &str) -> Claim {
+    let Some(namespace) = namespace else {
+        return Claim::Create;
+    };
+    if namespace.metadata.deletion_timestamp.is_some() {
+        return Claim::Terminating;
+    }
+    // The CRM's own namespace is its from the start; any other is handed over by the label.
+    if name != crm && namespace.labels().get(CRM_LABEL).map(String::as_str) != Some(crm) {
+        return Claim::Refuse(format!(
+            "namespace {name} exists and does not belong to this class runtime manager; \
+             hand it over with `kubectl label namespace {name} {CRM_LABEL}={crm}`, or map the \
+             hub namespace elsewhere (OCluster spec.namespacePrefix)"
+        ));
+    }
+    match namespace.annotations().get(SERVES_ANNOTATION) {
+        Some(served) if served == tenant => Claim::Ready,
+        Some(served) if !served.is_empty() => Claim::Refuse(format!(
+            "namespace {name} already serves hub namespace {served}, so it cannot also serve \
+             {tenant}; give one of the OClusters pointing here another spec.namespacePrefix"
+        )),
+        _ => Claim::Take,
+    }
+}
+
+#[derive(Clone)]
+pub struct Namespaces {
+    client: Client,
+    /// This CRM's identity in `oaas.io/crm` labels: the namespace it runs in.
+    crm: String,
+}
+
+impl Namespaces {
+    pub fn new(client: Client, crm: String) -> Self {
+        Self { client, crm }
+    }
+
+    pub fn crm(&self) -> &str {
+        &self.crm
+    }
+
+    fn api(&self) -> Api<Namespace> {
+        Api::all(self.client.clone())
+    }
+
+    async fn annotate(&self, name: &str, serves: Option<&str>) -> Result<(), kube::Error> {
+        let patch = json!({"metadata": {"annotations": {SERVES_ANNOTATION: serves}}});
+        let params = PatchParams {
+            field_manager: Some(CRM_FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        self.api()
+            .patch(name, &params, &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
+    /// Makes `name` ready to hold `tenant`'s runtimes; `Err` says why it cannot (and nothing
+    /// was changed).
+    pub async fn claim(&self, name: &str, tenant: &str) -> Result<(), ClaimError> {
+        let existing = self.api().get_opt(name).await?;
+        match claim(existing.as_ref(), name, &self.crm, tenant) {
+            Claim::Ready => Ok(()),
+            Claim::Create => {
+                let namespace: Namespace = serde_json::from_value(json!({
+                    "metadata": {
+                        "name": name,
+                        "labels": {
+                            CRM_LABEL: self.crm,
+                            // As the namespace the spoke manifests make for workloads.
+                            "pod-security.kubernetes.io/enforce": "baseline",
+                        },
+                        "annotations": {SERVES_ANNOTATION: tenant, CREATED_BY_CRM_ANNOTATION: "true"},
+                    }
+                }))
+                .expect("a valid Namespace");
+                let params = PostParams {
+                    field_manager: Some(CRM_FIELD_MANAGER.into()),
+                    ..Default::default()
+                };
+                match self.api().create(&params, &namespace).await {
+                    Ok(_) => {
+                        info!(namespace = name, tenant, "namespace created");
+                        Ok(())
+                    }
+                    // Another Deploy created it a moment ago: decide again on what is there.
+                    Err(kube::Error::Api(e)) if e.code == 409 => Err(ClaimError::Raced),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Claim::Take => {
+                self.annotate(name, Some(tenant)).await?;
+                info!(namespace = name, tenant, "namespace taken");
+                Ok(())
+            }
+            Claim::Refuse(message) => Err(ClaimError::Refused(message)),
+            Claim::Terminating => Err(ClaimError::Terminating(name.to_string())),
+        }
+    }
+
+    /// Once `name` holds no ClassRuntime but `leaving`: deletes it when the CRM created it,
+    /// otherwise lets it serve another tenant later.
+    pub async fn release(&self, name: &str, leaving: &str) -> Result<(), kube::Error> {
+        let runtimes = Api::<ClassRuntime>::namespaced(self.client.clone(), name)
+            .list_metadata(&ListParams::default().labels(&selector(&self.crm)))
+            .await?;
+        if runtimes.items.iter().any(|r| r.name_any() != leaving) {
+            return Ok(());
+        }
+        let Some(namespace) = self.api().get_opt(name).await? else {
+            return Ok(());
+        };
+        if name != self.crm && namespace.labels().get(CRM_LABEL) != Some(&self.crm) {
+            return Ok(());
+        }
+        if namespace
+            .annotations()
+            .contains_key(CREATED_BY_CRM_ANNOTATION)
+        {
+            match self.api().delete(name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+            info!(
+                namespace = name,
+                "namespace removed: it holds nothing any more"
+            );
+        } else if namespace.annotations().contains_key(SERVES_ANNOTATION) {
+            self.annotate(name, None).await?;
+            info!(
+                namespace = name,
+                "namespace released: it holds nothing any more"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("namespace {0} is being deleted; retry once it is gone")]
+    Terminating(String),
+    #[error("the namespace was created concurrently; retry")]
+    Raced,
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(labels: serde_json::Value, annotations: serde_json::Value) -> Namespace {
+        serde_json::from_value(json!({
+            "metadata": {"name": "team-b", "labels": labels, "annotations": annotations}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_missing_namespace_is_created_and_an_owned_one_used() {
+        assert_eq!(
+            claim(None, "team-b", "oaas-crm", "hub/team-b"),
+            Claim::Create
+        );
+        let ours = ns(
+            json!({CRM_LABEL: "oaas-crm"}),
+            json!({SERVES_ANNOTATION: "hub/team-b"}),
+        );
+        assert_eq!(
+            claim(Some(&ours), "team-b", "oaas-crm", "hub/team-b"),
+            Claim::Ready
+        );
+        let handed_over = ns(json!({CRM_LABEL: "oaas-crm"}), json!({}));
+        assert_eq!(
+            claim(Some(&handed_over), "team-b", "oaas-crm", "hub/team-b"),
+            Claim::Take
+        );
+        let own = ns(json!({}), json!({}));
+        assert_eq!(
+            claim(Some(&own), "oaas-crm", "oaas-crm", "hub/default"),
+            Claim::Take
+        );
+    }
+
+    #[test]
+    fn a_namespace_of_someone_else_or_of_another_tenant_is_refused_with_the_fix() {
+        let foreign = ns(json!({}), json!({}));
+        let Claim::Refuse(message) = claim(Some(&foreign), "team-b", "oaas-crm", "hub/team-b")
+        else {
+            panic!("a foreign namespace must be refused");
+        };
+        assert!(
+            message.contains("kubectl label namespace team-b oaas.io/crm=oaas-crm"),
+            "{message}"
+        );
+        let other_crm = ns(json!({CRM_LABEL: "other"}), json!({}));
+        assert!(matches!(
+            claim(Some(&other_crm), "team-b", "oaas-crm", "hub/team-b"),
+            Claim::Refuse(_)
+        ));
+        let other_tenant = ns(
+            json!({CRM_LABEL: "oaas-crm"}),
+            json!({SERVES_ANNOTATION: "hub/b"}),
+        );
+        let Claim::Refuse(message) = claim(Some(&other_tenant), "team-b", "oaas-crm", "hub/team-b")
+        else {
+            panic!("a namespace serving another tenant must be refused");
+        };
+        assert!(
+            message.contains("already serves hub namespace hub/b"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_namespace_being_deleted_is_retried() {
+        let mut gone = ns(
+            json!({CRM_LABEL: "oaas-crm"}),
+            json!({SERVES_ANNOTATION: "hub/team-b"}),
+        );
+        gone.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        assert_eq!(
+            claim(Some(&gone), "team-b", "oaas-crm", "hub/team-b"),
+            Claim::Terminating
+        );
+    }
+}
