@@ -5,7 +5,7 @@
 //! maps to one spoke namespace (its own name, or with the OCluster's prefix); a spoke
 //! namespace serves exactly one hub namespace of one hub, so object names inside it only need
 //! to tell the deployments of that one namespace apart.
-use oaas_crds::validation::{MAX_NAME_LEN, fnv1a, resource_name};
+use oaas_crds::validation::{MAX_NAME_LEN, check_dns_label, fnv1a, resource_name};
 
 /// On a spoke namespace: the CRM that may place workloads there (its value is the CRM's
 /// own namespace, unique per CRM in a cluster). The CRM sets it on namespaces it creates;
@@ -71,9 +71,15 @@ pub fn parse_deployment_id(id: &str) -> Result<DeploymentId<'_>, String> {
     }
 }
 
-/// The spoke namespace a hub namespace maps to under an OCluster's prefix.
+/// The spoke namespace a hub namespace maps to under an OCluster's prefix: the joined name
+/// when it is a valid namespace name, else a DNS label made from it.
 pub fn spoke_namespace(prefix: &str, hub_namespace: &str) -> String {
-    dns_label(&format!("{prefix}{hub_namespace}"))
+    let joined = format!("{prefix}{hub_namespace}");
+    if check_dns_label(&joined).is_ok() {
+        joined
+    } else {
+        dns_label(&joined)
+    }
 }
 
 /// The name of a deployment's ClassRuntime in its spoke namespace.
@@ -141,6 +147,11 @@ mod tests {
     fn names_stay_readable_and_become_dns_labels_when_they_are_not() {
         assert_eq!(spoke_namespace("", "team-b"), "team-b");
         assert_eq!(spoke_namespace("hub1-", "team-b"), "hub1-team-b");
+        assert_eq!(
+            spoke_namespace("", "1team"),
+            "1team",
+            "a namespace may start with a digit"
+        );
         let id = parse_deployment_id("h/ns/record").unwrap();
         assert_eq!(runtime_name(&id), "record");
         let dotted = dns_label("record.v2");

@@ -114,7 +114,7 @@ pub struct NfrRequirements {
 }
 
 /// Settings of the class's object data grid (ODGM), rendered as its own Deployment.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OdgmSpec {
     /// Collections to create, one per name.
@@ -133,9 +133,12 @@ pub struct OdgmSpec {
     #[serde(default = "default_shard_type")]
     #[schemars(length(min = 1, max = 32))]
     pub shard_type: String,
-    /// Log level of the ODGM process (default info).
+    /// Log filter of the ODGM process in `RUST_LOG` syntax: a level or target=level
+    /// directives, e.g. `info` (the default) or `debug,h2=info`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_level: Option<LogLevel>,
+    #[x_kube(validation = Rule::new(crate::validation::LOG_FILTER_RULE).message(crate::validation::LOG_FILTER_MESSAGE))]
+    #[schemars(length(max = 512))]
+    pub log_level: Option<String>,
 }
 
 impl Default for OdgmSpec {
@@ -156,28 +159,6 @@ fn one() -> u32 {
 
 fn default_shard_type() -> String {
     "mst".into()
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-}
-
-impl LogLevel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::Trace => "trace",
-        }
-    }
 }
 
 /// Whether the spoke analyzes NFRs and applies its replica recommendations.

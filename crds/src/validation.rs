@@ -33,6 +33,71 @@ pub fn check_key(key: &str) -> Result<(), String> {
     }
 }
 
+/// CEL rule for a log filter in `RUST_LOG` syntax (the characters it may use; the Rust
+/// code checks the whole syntax with [`check_log_filter`]). `]` first in the class needs no
+/// escape, which CEL string literals would not pass through.
+pub const LOG_FILTER_RULE: &str = "self.matches('^[][A-Za-z0-9_:.,={}-]+$')";
+
+/// Message of [`LOG_FILTER_RULE`].
+pub const LOG_FILTER_MESSAGE: &str = "a log filter is a level (error, warn, info, debug, trace, off) or comma-separated target=level directives, e.g. info or debug,h2=info";
+
+/// Checks a log filter in `RUST_LOG` (tracing `EnvFilter`) syntax: comma-separated
+/// directives, each a level, a target, or `target=level`; a target may name a span in
+/// brackets (`target[span{field=value}]`).
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |s: &str| LEVELS.contains(&s.to_ascii_lowercase().as_str());
+    let target_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-' | '.');
+    let valid_target = |t: &str| {
+        let (name, span) = t.split_once('[').unwrap_or((t, ""));
+        let span_ok = span.is_empty()
+            || (span.ends_with(']')
+                && span[..span.len() - 1]
+                    .chars()
+                    .all(|c| target_char(c) || matches!(c, '{' | '}' | '=' | ',')));
+        name.chars().all(target_char) && span_ok && !(name.is_empty() && span.is_empty())
+    };
+    let bad = |why: String| {
+        Err(format!(
+            "{filter:?} is not a log filter: {why}; {LOG_FILTER_MESSAGE}"
+        ))
+    };
+    if filter.trim().is_empty() {
+        return bad("it is empty".into());
+    }
+    for directive in outside_brackets(filter, ',') {
+        let directive = directive.trim();
+        let ok = match outside_brackets(directive, '=').as_slice() {
+            [target, level] => is_level(level) && valid_target(target),
+            [alone] => is_level(alone) || valid_target(alone),
+            _ => false,
+        };
+        if !ok {
+            return bad(format!("directive {directive:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Splits at each `separator` that is not inside a span's `[...]` or `{...}`.
+fn outside_brackets(text: &str, separator: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '[' | '{' => depth += 1,
+            ']' | '}' => depth -= 1,
+            c if c == separator && depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
 /// Checks a DNS-1123 label (namespace names): lowercase letters, digits and '-', starting
 /// and ending with a letter or digit, at most 63 characters.
 pub fn check_dns_label(name: &str) -> Result<(), String> {
@@ -129,6 +194,25 @@ mod tests {
         }
         for bad in ["", "Default", "-a", "a-", "a.b", &"a".repeat(64)] {
             assert!(check_dns_label(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn log_filters_follow_rust_log_syntax() {
+        for good in [
+            "info",
+            "DEBUG",
+            "debug,h2=info",
+            "oprc_odgm=trace,info",
+            "a::b[span{x=1}]=warn",
+            "a[span{x=1,y=2}]",
+            "off",
+        ] {
+            assert_eq!(check_log_filter(good), Ok(()), "{good}");
+        }
+        for bad in ["", "debug,h2=loud", "a=b=c", "info,,debug", "x y", "=info"] {
+            let error = check_log_filter(bad).expect_err(bad);
+            assert!(error.contains("e.g. info or debug,h2=info"), "{error}");
         }
     }
 

@@ -51,7 +51,7 @@ fn mk_runtime_spec() -> ClassRuntimeSpec {
             partition_count: 4,
             replica_count: 3,
             shard_type: "raft".into(),
-            log_level: Some(LogLevel::Debug),
+            log_level: Some("debug,h2=info".into()),
         }),
         nfr: Some(NfrRequirements {
             availability: Some(0.999),
@@ -193,7 +193,7 @@ fn invalid_units_name_the_field_at_fault() {
         ),
         (
             "deployment_unit.odgm.log_level",
-            Box::new(|u| u.odgm.as_mut().unwrap().log_level = "loud".into()),
+            Box::new(|u| u.odgm.as_mut().unwrap().log_level = "debug,h2=loud".into()),
         ),
         (
             "deployment_unit.enforcement_mode",

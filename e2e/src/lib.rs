@@ -160,7 +160,7 @@ pub fn grant(ns: &str, account: &str, verbs: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {account}, namespace: {ns}}}\n---\n\
          apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: {account}, namespace: {ns}}}\n\
-         rules: [{{apiGroups: [oaas.io], resources: [opackages], verbs: [{verbs}]}}]\n---\n\
+         rules: [{{apiGroups: [oaas.io], resources: [opackages, classdeployments], verbs: [{verbs}]}}]\n---\n\
          apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {account}, namespace: {ns}}}\n\
          roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {account}}}\n\
          subjects: [{{kind: ServiceAccount, name: {account}, namespace: {ns}}}]\n"

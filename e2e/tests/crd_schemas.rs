@@ -210,6 +210,11 @@ fn invalid_manifests() -> Vec<(&'static str, Value, Vec<&'static str>)> {
             vec!["spec.odgm.replicaCount", "greater than or equal to 1"],
         ),
         (
+            "an ODGM log filter that is not RUST_LOG syntax",
+            mk_deployment(json!({"odgm": {"logLevel": "debug; rm -rf"}})),
+            vec!["spec.odgm.logLevel", "e.g. info or debug,h2=info"],
+        ),
+        (
             "no target clusters and no selector",
             mk_deployment(json!({"targetClusters": []})),
             vec![

@@ -516,7 +516,7 @@ async fn bad_requests_get_canonical_codes_that_name_the_problem() -> anyhow::Res
             u.nfr_requirements.as_mut().unwrap().availability = Some(0.0)
         }),
         ("deployment_unit.odgm.log_level", |u| {
-            u.odgm.as_mut().unwrap().log_level = "chatty".into()
+            u.odgm.as_mut().unwrap().log_level = "debug,h2=chatty".into()
         }),
     ];
     for (field, break_it) in cases {

@@ -360,7 +360,8 @@ async fn every_route_answers_and_rest_and_kubectl_show_the_same_objects() -> any
         &rest.post("/api/v1/deployments", &eu).await?,
         StatusCode::CREATED,
     );
-    assert_eq!(
+    let spec = |path: &str| {
+        let jsonpath = format!("jsonpath={{.spec.{path}}}");
         kubectl(
             &hub,
             &[
@@ -370,15 +371,32 @@ async fn every_route_answers_and_rest_and_kubectl_show_the_same_objects() -> any
                 "-n",
                 &ns,
                 "-o",
-                "jsonpath={.spec.template}"
-            ]
-        )?,
-        "dev"
-    );
-    expect(
-        &rest.post("/api/v1/deployments", &eu).await?,
-        StatusCode::CONFLICT,
-    );
+                &jsonpath,
+            ],
+        )
+    };
+    assert_eq!(spec("template")?, "dev");
+    // The same key again is an update (upstream's `oprc deploy apply` upserts), here with
+    // upstream's fractional CPU target; a stale If-Match is still refused.
+    let mut again = eu.clone();
+    again["env_templates"] = json!({clusters[0].clone(): "k8s_deployment"});
+    again["nfr_requirements"] = json!({"cpu_utilization_target": 0.6});
+    let updated = rest.post("/api/v1/deployments", &again).await?;
+    expect(&updated, StatusCode::OK);
+    assert_eq!(updated.body["status"], "updated", "{:?}", updated.body);
+    assert_eq!(spec("template")?, "k8s_deployment");
+    assert_eq!(spec("nfr.cpuUtilizationTarget")?, "60");
+    let stale = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/api/v1/deployments",
+            fleet.pm.port
+        ))
+        .header("if-match", "\"1\"")
+        .json(&eu)
+        .send()
+        .await?;
+    assert_eq!(stale.status(), StatusCode::CONFLICT);
+    assert_eq!(spec("template")?, "k8s_deployment", "nothing changed");
     let mut bad = eu.clone();
     bad["key"] = "x".into();
     bad["class_key"] = "Nope".into();
@@ -457,6 +475,15 @@ async fn every_route_answers_and_rest_and_kubectl_show_the_same_objects() -> any
 
     // Clusters and catalog.
     let listed = rest.get("/api/v1/clusters").await?;
+    // Upstream's CLI asks for environments: the same answers under /envs.
+    let envs = rest.get("/api/v1/envs").await?;
+    expect(&envs, StatusCode::OK);
+    assert_eq!(names(&envs, "name"), clusters);
+    let env_health = rest
+        .get(&format!("/api/v1/envs/{}/health", clusters[0]))
+        .await?;
+    expect(&env_health, StatusCode::OK);
+    expect(&rest.get("/api/v1/envs/health").await?, StatusCode::OK);
     assert_eq!(names(&listed, "name"), clusters);
     assert_eq!(listed.body[0]["health"]["status"], "Healthy");
     assert_eq!(
@@ -693,7 +720,39 @@ async fn with_auth_on_the_hubs_rbac_decides_what_a_token_may_do() -> anyhow::Res
         StatusCode::FORBIDDEN,
     );
 
-    // The PM runs until the namespace is gone: it removes its finalizer from "mine".
+    // POST /deployments upserts; when it turns out to update, the update verb is needed
+    // too, which the writer lacks. (The OCluster only has to exist for the target check.)
+    let cluster = format!("{}-auth", ns.name);
+    let manifest = oaas_e2e::cluster_manifest(
+        &cluster,
+        &ns.name,
+        ", e2e.oaas.io/none: none",
+        "http://127.0.0.1:9",
+        "",
+    );
+    kubectl_with_input(&hub, &["apply", "-f", "-"], &manifest)?;
+    let deployment =
+        json!({"key": "d", "package_name": "upsert", "class_key": "C", "target_envs": [cluster]});
+    let package = json!({"name": "upsert",
+        "classes": [{"key": "C", "function_bindings": [{"name": "f", "function_key": "f"}]}],
+        "functions": [{"key": "f", "provision_config": {"container_image": "img/f:1"}}],
+        "deployments": [deployment.clone()]});
+    expect(
+        &writer.post("/api/v1/packages", &package).await?,
+        StatusCode::CREATED,
+    );
+    let refused = wait_for("the cluster cached", Duration::from_secs(10), || async {
+        let answer = writer.post("/api/v1/deployments", &deployment).await?;
+        Ok((answer.status != StatusCode::UNPROCESSABLE_ENTITY).then_some(answer))
+    })
+    .await?;
+    expect(&refused, StatusCode::FORBIDDEN);
+    let message = refused.body["error"].as_str().unwrap_or_default();
+    assert!(message.contains("may not update"), "{message}");
+
+    // The PM runs until the OCluster and the namespace are gone: it removes its finalizers
+    // (the class deployment's once its unreachable cluster is deregistered).
+    kubectl(&hub, &["delete", "ocluster", &cluster, "--timeout=30s"])?;
     ns.delete().await?;
     drop(pm);
     Ok(())

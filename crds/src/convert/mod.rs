@@ -237,28 +237,16 @@ pub fn odgm_to_proto(o: &OdgmSpec) -> pb::OdgmConfig {
         partition_count: o.partition_count,
         replica_count: o.replica_count,
         shard_type: o.shard_type.clone(),
-        log_level: o
-            .log_level
-            .map(|l| l.as_str().to_string())
-            .unwrap_or_default(),
+        log_level: o.log_level.clone().unwrap_or_default(),
     }
 }
 
 pub fn odgm_from_proto(o: &pb::OdgmConfig) -> Result<OdgmSpec, FieldError> {
-    let log_level = match o.log_level.as_str() {
-        "" => None,
-        "error" => Some(LogLevel::Error),
-        "warn" => Some(LogLevel::Warn),
-        "info" => Some(LogLevel::Info),
-        "debug" => Some(LogLevel::Debug),
-        "trace" => Some(LogLevel::Trace),
-        other => {
-            return Err(field_error(
-                "deployment_unit.odgm.log_level",
-                format!("unknown log level {other:?}; use error, warn, info, debug or trace"),
-            ));
-        }
-    };
+    let log_level = non_empty(&o.log_level);
+    if let Some(filter) = &log_level {
+        crate::validation::check_log_filter(filter)
+            .map_err(|e| field_error("deployment_unit.odgm.log_level", e))?;
+    }
     let defaults = OdgmSpec::default();
     Ok(OdgmSpec {
         collections: o.collections.clone(),

@@ -56,12 +56,8 @@ fn hub_name(env: &Env) -> Result<Option<String>, ConfigError> {
     let Some(name) = env.get("OAAS_PM_HUB_NAME") else {
         return Ok(None);
     };
-    if oaas_core::tenancy::dns_label(name) != name {
-        return Err(env.error(
-            "OAAS_PM_HUB_NAME",
-            name,
-            "must be a DNS label (lowercase letters, digits and '-', at most 63 characters), e.g. hub-eu",
-        ));
+    if let Err(problem) = oaas_crds::validation::check_dns_label(name) {
+        return Err(env.error("OAAS_PM_HUB_NAME", name, &format!("{problem}, e.g. hub-eu")));
     }
     Ok(Some(name.to_string()))
 }

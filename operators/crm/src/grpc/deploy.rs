@@ -15,6 +15,7 @@ use oaas_core::tenancy::{
     parse_deployment_id,
 };
 use oaas_crds::convert::runtime_spec_from_unit;
+use oaas_crds::validation::check_dns_label;
 use oaas_crds::{ClassRuntime, ClassRuntimeSpec};
 use oaas_proto::deployment::{self as pb, deployment_service_server::DeploymentService};
 use serde_json::json;
@@ -136,13 +137,8 @@ impl DeploymentApi {
                  (a hub older than this CRM does not send it; upgrade the hub)",
             ));
         }
-        if tenancy::dns_label(&unit.namespace) != unit.namespace {
-            return Err(Status::invalid_argument(format!(
-                "deployment_unit.namespace: {:?} is not a valid namespace name (lowercase \
-                 letters, digits and '-', at most 63 characters)",
-                unit.namespace
-            )));
-        }
+        check_dns_label(&unit.namespace)
+            .map_err(|e| Status::invalid_argument(format!("deployment_unit.namespace: {e}")))?;
         Ok(Target {
             namespace: unit.namespace.clone(),
             name: tenancy::runtime_name(&id),
@@ -242,7 +238,10 @@ impl DeploymentApi {
             )));
         }
         let written = match &existing {
-            None => self.create(target, spec, correlation_id).await,
+            None => {
+                let replaces = self.find_all(&spec.deployment_id).await?;
+                self.create(target, spec, &replaces, correlation_id).await
+            }
             Some(existing) => {
                 // The whole spec is replaced, so that fields someone added by hand go too;
                 // the resourceVersion makes it conditional on the object just checked.
@@ -283,12 +282,10 @@ impl DeploymentApi {
         &self,
         target: &Target,
         spec: &ClassRuntimeSpec,
+        replaces: &[ClassRuntime],
         correlation_id: &str,
     ) -> Result<(), kube::Error> {
-        let replaces: Vec<String> = self
-            .find_all(&spec.deployment_id)
-            .await
-            .unwrap_or_default()
+        let replaces: Vec<String> = replaces
             .iter()
             .map(|r| format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()))
             .collect();

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use oaas_crds::ClassRuntime;
-use oaas_crds::common::{LogLevel, OdgmSpec};
+use oaas_crds::common::OdgmSpec;
 use oaas_crds::validation::resource_name;
 use serde_json::{Map, Value, json};
 
@@ -77,10 +77,7 @@ pub(super) fn render(
         env_var("ODGM_COLLECTION", collections),
         env_var("ODGM_MEMBERS", &members.join(",")),
         env_var("ODGM_HTTP_PORT", &port.to_string()),
-        env_var(
-            "ODGM_LOG",
-            odgm.log_level.unwrap_or(LogLevel::Info).as_str(),
-        ),
+        env_var("ODGM_LOG", odgm.log_level.as_deref().unwrap_or("info")),
         // Pods of a Deployment have no ordinal; the Pod name is the stable node id.
         EnvVar {
             name: "ODGM_NODE_ID".into(),

@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 use oaas_crds::class_deployment::FunctionOverride;
-use oaas_crds::common::{self, LogLevel, OdgmSpec, Phase, Template};
+use oaas_crds::common::{self, OdgmSpec, Phase, Template};
 use oaas_crds::package::{self as crd, OPackageSpec};
+use oaas_crds::validation::check_log_filter;
 use oaas_crds::validation::resource_name;
 use oaas_crds::{OClassDeployment, OClassDeploymentSpec, OPackage};
 
@@ -220,27 +221,28 @@ fn nfr_spec(nfr: &NfrRequirements) -> Option<common::NfrRequirements> {
         availability: nfr.availability,
         min_throughput_rps: nfr.min_throughput_rps,
         max_latency_ms: nfr.max_latency_ms,
-        cpu_utilization_target: nfr.cpu_utilization_target,
+        cpu_utilization_target: nfr.cpu_utilization_target.map(cpu_percent),
     })
     .filter(|n| *n != common::NfrRequirements::default())
 }
 
+/// A CPU utilization target in percent. Upstream's documents give a fraction (0.6), the
+/// seeds a percentage (60): a value of at most 1 is a fraction.
+pub fn cpu_percent(target: f64) -> f64 {
+    if target <= 1.0 {
+        target * 100.0
+    } else {
+        target
+    }
+}
+
 fn odgm_spec(odgm: &Odgm) -> Result<OdgmSpec, MappingError> {
     let defaults = OdgmSpec::default();
-    let log_level = odgm
-        .log
-        .as_deref()
-        .map(|log| {
-            serde_json::from_value::<LogLevel>(log.trim().to_ascii_lowercase().into()).map_err(
-                |_| {
-                    problem(
-                        "odgm.log",
-                        format!("unknown log level {log:?}; use error, warn, info, debug or trace"),
-                    )
-                },
-            )
-        })
-        .transpose()?;
+    // Upstream writes a tracing filter here (`debug,h2=info`); it reaches ODGM as given.
+    let log_level = odgm.log.as_deref().map(str::trim).map(String::from);
+    if let Some(filter) = &log_level {
+        check_log_filter(filter).map_err(|e| problem("odgm.log", e))?;
+    }
     Ok(OdgmSpec {
         collections: odgm.collections.clone(),
         partition_count: odgm.partition_count.unwrap_or(defaults.partition_count),
@@ -384,7 +386,7 @@ pub fn deployment_document(deployment: &OClassDeployment) -> Deployment {
             partition_count: Some(o.partition_count),
             replica_count: Some(o.replica_count),
             shard_type: Some(o.shard_type.clone()),
-            log: o.log_level.map(|l| l.as_str().to_string()),
+            log: o.log_level.clone(),
         }),
         enforcement_mode: spec.enforcement_mode,
         condition: Some(condition),

@@ -63,7 +63,7 @@ fn a_seed_package_file_becomes_a_package_and_its_deployments() {
     assert_eq!(deployment.spec.target_clusters, ["oaas-1"]);
     assert_eq!(deployment.spec.template, Some(Template::K8sDeployment));
     let odgm = deployment.spec.odgm.as_ref().unwrap();
-    assert_eq!(odgm.log_level, Some(LogLevel::Debug));
+    assert_eq!(odgm.log_level.as_deref(), Some("debug"));
     assert_eq!((odgm.partition_count, odgm.replica_count), (1, 1));
     assert_eq!(deployment.spec.nfr, None);
 }
@@ -93,6 +93,22 @@ fn documents_round_trip_through_resources() {
         deployment.odgm.as_ref().unwrap().log.as_deref(),
         Some("debug")
     );
+}
+
+#[test]
+fn a_cpu_target_of_at_most_one_is_a_fraction_and_above_one_a_percentage() {
+    for (given, percent) in [
+        (0.6, 60.0),
+        (1.0, 100.0),
+        (0.05, 5.0),
+        (60.0, 60.0),
+        (1.5, 1.5),
+    ] {
+        assert!(
+            (cpu_percent(given) - percent).abs() < 1e-9,
+            "{given} -> {percent}"
+        );
+    }
 }
 
 #[test]
@@ -141,7 +157,11 @@ fn deployment_problems_name_the_document_field() {
 
     let mut d = doc.deployments[0].clone();
     d.package_name = "e2e-test-pkg".into();
-    d.odgm.as_mut().unwrap().log = Some("loud".into());
+    // Upstream's tracing filters pass as given; a directive with no valid level does not.
+    d.odgm.as_mut().unwrap().log = Some("debug,h2=info".into());
+    let odgm = deployment_resource(&d, "ns").unwrap().spec.odgm.unwrap();
+    assert_eq!(odgm.log_level.as_deref(), Some("debug,h2=info"));
+    d.odgm.as_mut().unwrap().log = Some("debug,h2=loud".into());
     assert_eq!(deployment_resource(&d, "ns").unwrap_err().field, "odgm.log");
     d.package_name.clear();
     assert_eq!(

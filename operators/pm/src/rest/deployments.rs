@@ -2,8 +2,10 @@
 //! OClassDeployment resources, with the hub's aggregated status.
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
@@ -12,10 +14,11 @@ use oaas_crds::common::Phase;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::auth::{Access, Caller};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Document, Namespace, Params, Segments};
-use super::outcome::{Created, Outcome, WithHeaders};
-use super::packages::replace_spec;
+use super::outcome::{Outcome, Stored, WithHeaders};
+use super::packages::{if_match, replace_spec};
 use super::{Rest, at_least, deleting, in_namespace, page, until_cached};
 use crate::document::mapping::{
     condition_of, deployment_document, deployment_name, deployment_resource,
@@ -103,30 +106,68 @@ pub async fn get(
     ))
 }
 
-/// Deploy a class of a stored package to the clusters in `target_envs`.
+/// Deploy a class of a stored package to the clusters in `target_envs`. A key that exists
+/// already is updated, as upstream's `oprc deploy apply` expects (201 created, 200 updated);
+/// with `If-Match: "<resourceVersion>"` only that version is replaced (409 otherwise).
 pub async fn create(
     State(rest): State<Arc<Rest>>,
     Namespace(namespace): Namespace,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
     Document(doc): Document<Deployment>,
-) -> ApiResult<Created<Outcome>> {
+) -> ApiResult<Stored<Outcome>> {
     let deployment = deployment_resource(&doc, &namespace)?;
     check_references(&rest, &namespace, &deployment)?;
+    let expected = if_match(&headers)?;
     let api: Api<OClassDeployment> = rest.api(&namespace);
-    let created = api.create(&PostParams::default(), &deployment).await?;
-    let name = created.name_any();
+    let name = deployment.name_any();
+    let created = match expected {
+        // A conditional write is an update of that version.
+        Some(_) => None,
+        None => match api.create(&PostParams::default(), &deployment).await {
+            Ok(created) => Some(created),
+            Err(kube::Error::Api(e)) if e.code == 409 => None,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let was_created = created.is_some();
+    let stored = match created {
+        Some(created) => created,
+        None => {
+            let update = Access {
+                resource: "classdeployments",
+                verb: "update",
+                namespace: Some(namespace.clone()),
+                name: Some(name.clone()),
+            };
+            let caller = caller.as_ref().map(|Extension(c)| c);
+            rest.authenticator
+                .allows(&rest.client, caller, &update)
+                .await?;
+            replace_spec(&api, &name, expected.as_deref(), |current| {
+                current.spec = deployment.spec.clone();
+            })
+            .await?
+        }
+    };
     until_cached(&rest.deployments, &namespace, &name, |c| {
-        at_least(c, &created)
+        at_least(c, &stored)
     })
     .await;
-    Ok(Created(Outcome {
-        id: doc.key,
-        status: "created",
+    let targets = stored.spec.target_clusters.join(", ");
+    let outcome = |status, done| Outcome {
+        id: doc.key.clone(),
+        status,
         message: format!(
-            "deployment {name:?} created; the package manager now deploys it to {}",
-            created.spec.target_clusters.join(", ")
+            "deployment {name:?} {done}; the package manager now deploys it to {targets}"
         ),
-        resource_version: created.resource_version(),
-    }))
+        resource_version: stored.resource_version(),
+    };
+    Ok(if was_created {
+        Stored::Created(outcome("created", "created"))
+    } else {
+        Stored::Updated(outcome("updated", "updated"))
+    })
 }
 
 /// What the seeds' API checked on create and kubectl cannot: the package exists, has the

@@ -195,6 +195,10 @@ pub fn router(rest: Arc<Rest>) -> axum::Router {
         .api_route("/api/v1/clusters", get(clusters::list))
         .api_route("/api/v1/clusters/health", get(clusters::health_all))
         .api_route("/api/v1/clusters/{name}/health", get(clusters::health))
+        // Upstream's CLI (`oprc envs`) calls the clusters environments.
+        .api_route("/api/v1/envs", get(clusters::list))
+        .api_route("/api/v1/envs/health", get(clusters::health_all))
+        .api_route("/api/v1/envs/{name}/health", get(clusters::health))
         .api_route("/api/v1/classes", get(catalog::classes))
         .api_route("/api/v1/functions", get(catalog::functions))
         .api_route("/health", get(health))

@@ -33,6 +33,22 @@ impl<T: Serialize> IntoResponse for Created<T> {
     }
 }
 
+/// The JSON body of `T` documented under each status code.
+fn json_responses<T: JsonSchema>(
+    ctx: &mut GenContext,
+    op: &mut Operation,
+    codes: &[u16],
+) -> Vec<(Option<ApiStatus>, ApiResponse)> {
+    Json::<T>::operation_response(ctx, op)
+        .map(|r| {
+            codes
+                .iter()
+                .map(|code| (Some(ApiStatus::Code(*code)), r.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl<T: JsonSchema> OperationOutput for Created<T> {
     type Inner = T;
 
@@ -44,9 +60,37 @@ impl<T: JsonSchema> OperationOutput for Created<T> {
         ctx: &mut GenContext,
         op: &mut Operation,
     ) -> Vec<(Option<ApiStatus>, ApiResponse)> {
-        Self::operation_response(ctx, op)
-            .map(|r| vec![(Some(ApiStatus::Code(201)), r)])
-            .unwrap_or_default()
+        json_responses::<T>(ctx, op, &[201])
+    }
+}
+
+/// 201 when a write created the object, 200 when it updated one (an upsert).
+pub enum Stored<T> {
+    Created(T),
+    Updated(T),
+}
+
+impl<T: Serialize> IntoResponse for Stored<T> {
+    fn into_response(self) -> Response {
+        match self {
+            Stored::Created(body) => Created(body).into_response(),
+            Stored::Updated(body) => Json(body).into_response(),
+        }
+    }
+}
+
+impl<T: JsonSchema> OperationOutput for Stored<T> {
+    type Inner = T;
+
+    fn operation_response(ctx: &mut GenContext, op: &mut Operation) -> Option<ApiResponse> {
+        Json::<T>::operation_response(ctx, op)
+    }
+
+    fn inferred_responses(
+        ctx: &mut GenContext,
+        op: &mut Operation,
+    ) -> Vec<(Option<ApiStatus>, ApiResponse)> {
+        json_responses::<T>(ctx, op, &[201, 200])
     }
 }
 

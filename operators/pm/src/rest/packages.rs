@@ -224,7 +224,7 @@ pub async fn update(
 }
 
 /// The resourceVersion in `If-Match`, quotes and weak marker removed.
-fn if_match(headers: &HeaderMap) -> ApiResult<Option<String>> {
+pub(super) fn if_match(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(value) = headers.get(IF_MATCH) else {
         return Ok(None);
     };
