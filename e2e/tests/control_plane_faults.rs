@@ -103,36 +103,46 @@ async fn wait_images(spoke: &FleetSpoke, count: usize, image: &str) -> anyhow::R
 }
 
 /// Converged: every class Available, and every spoke holds each class once, on `image`, at
-/// the revision the hub reports for it.
+/// the revision the hub reports for it (the hub's status may trail the spoke for a moment:
+/// a class Available at its previous revision counts as Available until it re-rolls).
 async fn assert_converged(fleet: &Fleet, count: usize, image: &str) -> anyhow::Result<()> {
     wait_all(fleet, count, Phase::Available, |_| true).await?;
-    let deployments = class_deployments(fleet).await?;
     for spoke in &fleet.spokes {
         wait_images(spoke, count, image).await?;
-        let runtimes: Api<ClassRuntime> = Api::namespaced(spoke.client.clone(), &spoke.ns.name);
-        let runtimes = runtimes.list(&ListParams::default()).await?.items;
-        assert_eq!(
-            runtimes.len(),
-            count,
-            "{}: one ClassRuntime per class",
-            spoke.context
-        );
-        for runtime in runtimes {
-            let on_hub = deployments
-                .iter()
-                .flat_map(|cd| cd.status.iter().flat_map(|s| s.clusters.iter()))
-                .find(|c| {
-                    c.cluster == spoke.cluster && c.deployment_id == runtime.spec.deployment_id
-                })
-                .and_then(|c| c.revision);
-            assert_eq!(
-                on_hub, runtime.spec.revision,
-                "{}: the hub reports the revision the spoke holds",
-                spoke.context
-            );
-        }
     }
-    Ok(())
+    wait_for(
+        "the hub reporting the revision each spoke holds",
+        Duration::from_secs(60),
+        || async {
+            let deployments = class_deployments(fleet).await?;
+            for spoke in &fleet.spokes {
+                let runtimes: Api<ClassRuntime> =
+                    Api::namespaced(spoke.client.clone(), &spoke.ns.name);
+                let runtimes = runtimes.list(&ListParams::default()).await?.items;
+                assert_eq!(
+                    runtimes.len(),
+                    count,
+                    "{}: one ClassRuntime per class",
+                    spoke.context
+                );
+                for runtime in runtimes {
+                    let on_hub = deployments
+                        .iter()
+                        .flat_map(|cd| cd.status.iter().flat_map(|s| s.clusters.iter()))
+                        .find(|c| {
+                            c.cluster == spoke.cluster
+                                && c.deployment_id == runtime.spec.deployment_id
+                        })
+                        .and_then(|c| c.revision);
+                    if on_hub != runtime.spec.revision {
+                        return Ok(None);
+                    }
+                }
+            }
+            Ok(Some(()))
+        },
+    )
+    .await
 }
 
 #[tokio::test]

@@ -357,3 +357,63 @@ async fn a_class_runtime_edited_or_deleted_on_a_spoke_is_put_back_with_a_drifted
     assert!(cd.get("record").await?.status.is_some());
     fleet.delete().await
 }
+
+#[tokio::test]
+#[ignore = "needs the local clusters: run `just test`"]
+async fn a_new_namespace_prefix_moves_a_deployment_without_a_gap() -> anyhow::Result<()> {
+    let fleet = Fleet::start("moved", &[], &[]).await?;
+    let (hub, ns) = (fleet.hub.clone(), fleet.ns.name.clone());
+    let (package, deployment) = samples(&fleet.cluster_names())?;
+    apply(&hub, &ns, &package)?;
+    apply(&hub, &ns, &deployment)?;
+    wait_available(&hub, &ns, "record")?;
+    let spoke = &fleet.spokes[0];
+    let moved_to = format!("p-{ns}");
+
+    // A prefix on spoke-a's OCluster: the deployment moves to `p-<namespace>` there.
+    let patch = r#"{"spec":{"namespacePrefix":"p-"}}"#;
+    let ocluster = format!("ocluster/{}", spoke.cluster);
+    kubectl(&hub, &["patch", &ocluster, "--type=merge", "-p", patch])?;
+    // The old runtime keeps its workloads until the new one is Available: at every look,
+    // one of the two is Available.
+    let old: Api<ClassRuntime> = Api::namespaced(spoke.client.clone(), &ns);
+    let new: Api<ClassRuntime> = Api::namespaced(spoke.client.clone(), &moved_to);
+    let available = |r: Option<ClassRuntime>| {
+        r.and_then(|r| r.status)
+            .is_some_and(|s| s.phase == Some(oaas_crds::common::Phase::Available))
+    };
+    wait_for("the move to finish", Duration::from_secs(60), || async {
+        let (old_runtime, new_runtime) =
+            (old.get_opt("record").await?, new.get_opt("record").await?);
+        let gone = old_runtime.is_none();
+        assert!(
+            available(old_runtime) || available(new_runtime.clone()),
+            "neither the old nor the new runtime serves"
+        );
+        Ok((gone && available(new_runtime)).then_some(()))
+    })
+    .await?;
+    wait_for(
+        "the hub to show the new namespace",
+        Duration::from_secs(30),
+        || async {
+            let jsonpath = "-o=jsonpath={.status.clusters[*].namespace}";
+            let mapped = kubectl(
+                &hub,
+                &["get", "classdeployment", "record", "-n", &ns, jsonpath],
+            )?;
+            Ok(mapped.split(' ').any(|n| n == moved_to).then_some(()))
+        },
+    )
+    .await?;
+    wait_available(&hub, &ns, "record")?;
+    let namespaces: Api<Namespace> = Api::all(spoke.client.clone());
+    fleet.delete().await?;
+    // Deleting the deployment removed the namespace the CRM made for the move.
+    wait_for(
+        "the moved-to namespace gone",
+        Duration::from_secs(60),
+        || async { Ok(namespaces.get_opt(&moved_to).await?.is_none().then_some(())) },
+    )
+    .await
+}

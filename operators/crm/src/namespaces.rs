@@ -77,8 +77,18 @@ impl Namespaces {
         Api::all(self.client.clone())
     }
 
-    async fn annotate(&self, name: &str, serves: Option<&str>) -> Result<(), kube::Error> {
-        let patch = json!({"metadata": {"annotations": {SERVES_ANNOTATION: serves}}});
+    /// Sets (or clears) whom the namespace serves, only if it is still at `version`: two
+    /// tenants taking one namespace at once cannot both win.
+    async fn annotate(
+        &self,
+        name: &str,
+        version: Option<String>,
+        serves: Option<&str>,
+    ) -> Result<(), kube::Error> {
+        let patch = json!({"metadata": {
+            "resourceVersion": version,
+            "annotations": {SERVES_ANNOTATION: serves},
+        }});
         let params = PatchParams {
             field_manager: Some(CRM_FIELD_MANAGER.into()),
             ..Default::default()
@@ -123,7 +133,13 @@ impl Namespaces {
                 }
             }
             Claim::Take => {
-                self.annotate(name, Some(tenant)).await?;
+                let version = existing.and_then(|n| n.metadata.resource_version);
+                match self.annotate(name, version, Some(tenant)).await {
+                    Ok(()) => {}
+                    // Someone else changed it since it was read: decide again.
+                    Err(kube::Error::Api(e)) if e.code == 409 => return Err(ClaimError::Raced),
+                    Err(e) => return Err(e.into()),
+                }
                 info!(namespace = name, tenant, "namespace taken");
                 Ok(())
             }
@@ -132,13 +148,18 @@ impl Namespaces {
         }
     }
 
-    /// Once `name` holds no ClassRuntime but `leaving`: deletes it when the CRM created it,
-    /// otherwise lets it serve another tenant later.
+    /// Once `name` holds no ClassRuntime but `leaving` (and ones being deleted, which may be
+    /// leaving at the same moment): deletes it when the CRM created it, otherwise lets it
+    /// serve another tenant later. The namespace's other contents do not keep it.
     pub async fn release(&self, name: &str, leaving: &str) -> Result<(), kube::Error> {
         let runtimes = Api::<ClassRuntime>::namespaced(self.client.clone(), name)
             .list_metadata(&ListParams::default().labels(&selector(&self.crm)))
             .await?;
-        if runtimes.items.iter().any(|r| r.name_any() != leaving) {
+        let staying = runtimes
+            .items
+            .iter()
+            .any(|r| r.name_any() != leaving && r.metadata.deletion_timestamp.is_none());
+        if staying {
             return Ok(());
         }
         let Some(namespace) = self.api().get_opt(name).await? else {
@@ -161,7 +182,12 @@ impl Namespaces {
                 "namespace removed: it holds nothing any more"
             );
         } else if namespace.annotations().contains_key(SERVES_ANNOTATION) {
-            self.annotate(name, None).await?;
+            let version = namespace.metadata.resource_version.clone();
+            match self.annotate(name, version, None).await {
+                // Taken again meanwhile: it is not empty any more.
+                Err(kube::Error::Api(e)) if e.code == 409 => return Ok(()),
+                other => other?,
+            }
             info!(
                 namespace = name,
                 "namespace released: it holds nothing any more"

@@ -9,14 +9,10 @@ use oaas_crds::ClassRuntime;
 use serde_json::json;
 use tracing::info;
 
-/// Deletes `runtime`; returns whether it was there. One this CRM does not watch (made before
-/// runtimes carried its label) has its finalizer dropped as well: nobody else would run it,
-/// and garbage collection removes its children through their owner references.
-pub async fn remove(
-    client: &Client,
-    crm: &str,
-    runtime: &ClassRuntime,
-) -> Result<bool, kube::Error> {
+/// Deletes `runtime`; returns whether it was there. One made before runtimes carried a CRM's
+/// label has its finalizer dropped as well: no CRM watches it, and garbage collection
+/// removes its children through their owner references.
+pub async fn remove(client: &Client, runtime: &ClassRuntime) -> Result<bool, kube::Error> {
     let namespace = runtime.namespace().unwrap_or_default();
     let name = runtime.name_any();
     let api = Api::<ClassRuntime>::namespaced(client.clone(), &namespace);
@@ -25,7 +21,8 @@ pub async fn remove(
         Err(kube::Error::Api(e)) if e.code == 404 => return Ok(false),
         Err(e) => return Err(e),
     }
-    if runtime.labels().get(CRM_LABEL).map(String::as_str) != Some(crm) {
+    // Only an old-style runtime (no CRM label at all) has nobody else to run its finalizer.
+    if !runtime.labels().contains_key(CRM_LABEL) {
         let patch = json!({"metadata": {"finalizers": null}});
         match api.patch(&name, &params(), &Patch::Merge(&patch)).await {
             Ok(_) => {}
@@ -37,7 +34,8 @@ pub async fn remove(
 }
 
 /// Removes the runtimes `runtime` replaces (its `oaas.io/replaces` annotation), then the
-/// annotation. Only runtimes of the same deployment are touched, whatever the annotation says.
+/// annotation. Only this CRM's (or old-style) runtimes of the same deployment are touched,
+/// whatever the annotation says.
 pub async fn replaced(
     client: &Client,
     crm: &str,
@@ -59,7 +57,8 @@ pub async fn replaced(
         let same_deployment =
             &old.spec.deployment_id == id || Some(&old.spec.deployment_id) == legacy.as_ref();
         let is_itself = old.uid() == runtime.uid();
-        if same_deployment && !is_itself && remove(client, crm, &old).await? {
+        let ours = old.labels().get(CRM_LABEL).is_none_or(|owner| owner == crm);
+        if same_deployment && ours && !is_itself && remove(client, &old).await? {
             info!(replaced = entry, by = %runtime.name_any(), "replaced runtime removed");
         }
     }

@@ -28,7 +28,7 @@ use super::runtimes::{Runtimes, info_of, status_of, stream_changes};
 use super::{correlation_id, kube_status};
 use crate::controller::CORRELATION_ANNOTATION;
 use crate::metrics::Metrics;
-use crate::namespaces::{ClaimError, Namespaces};
+use crate::namespaces::{self, ClaimError, Namespaces};
 use crate::retire;
 
 /// Field manager of the ClassRuntime spec written by Deploy.
@@ -100,13 +100,20 @@ impl DeploymentApi {
             .map(|r| (*r).clone())
             .collect();
         if found.is_empty() {
+            // Only this CRM's: another CRM in the cluster may hold the same id.
+            let ours = namespaces::selector(self.namespaces.crm());
             found = self
-                .list_by_id(Api::all(self.client.clone()), deployment_id)
+                .list_by_id(Api::all(self.client.clone()), deployment_id, Some(&ours))
                 .await?;
         }
         if let Ok(id) = parse_deployment_id(deployment_id) {
             let legacy = self.api(self.namespaces.crm());
-            found.extend(self.list_by_id(legacy, &id.within_hub()).await?);
+            let old_style = self.list_by_id(legacy, &id.within_hub(), None).await?;
+            found.extend(
+                old_style
+                    .into_iter()
+                    .filter(|r| !r.labels().contains_key(CRM_LABEL)),
+            );
         }
         Ok(found)
     }
@@ -115,8 +122,12 @@ impl DeploymentApi {
         &self,
         api: Api<ClassRuntime>,
         deployment_id: &str,
+        also: Option<&str>,
     ) -> Result<Vec<ClassRuntime>, Status> {
-        let selector = format!("{ID_HASH_LABEL}={}", id_hash(deployment_id));
+        let mut selector = format!("{ID_HASH_LABEL}={}", id_hash(deployment_id));
+        if let Some(also) = also {
+            selector = format!("{selector},{also}");
+        }
         let list = api
             .list(&ListParams::default().labels(&selector))
             .await
@@ -230,7 +241,16 @@ impl DeploymentApi {
                 return Ok(response(false));
             }
         }
-        let held = existing.as_ref().and_then(|r| r.spec.revision).unwrap_or(0);
+        // The revision the hub sees for this id: of the runtime here, or, while the deployment
+        // moves here from another namespace, of the one it replaces.
+        let held = match &existing {
+            Some(runtime) => runtime.spec.revision,
+            None => self
+                .runtimes
+                .find(&spec.deployment_id)
+                .and_then(|r| r.spec.revision),
+        }
+        .unwrap_or(0);
         if let Some(expected) = expected_revision.filter(|e| *e != held) {
             return Err(Status::aborted(format!(
                 "ClassRuntime {namespace}/{name} holds revision {held}, the request expected \
@@ -324,7 +344,7 @@ impl DeploymentApi {
         let runtimes = self.find_all(deployment_id).await?;
         let mut existed = false;
         for runtime in &runtimes {
-            existed |= retire::remove(&self.client, self.namespaces.crm(), runtime)
+            existed |= retire::remove(&self.client, runtime)
                 .await
                 .map_err(|e| kube_status("deleting ClassRuntime", e))?;
         }

@@ -43,20 +43,18 @@ impl Runtimes {
         let driver = async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
+                // While a deployment moves, its new runtime stands for it in every event: the
+                // hub must not see the old one's status as the deployment's.
+                let current = |r: &ClassRuntime| current(&store_for_events, &r.spec.deployment_id);
                 let (kind, runtime) = match event {
                     Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
-                        (pb::deployment_status_event::Kind::Upserted, r)
+                        let runtime = current(&r).map_or(r, |c| (*c).clone());
+                        (pb::deployment_status_event::Kind::Upserted, runtime)
                     }
-                    // The old runtime of a deployment that moved: the new one stands for it.
-                    Ok(watcher::Event::Delete(r)) => {
-                        match find_all(&store_for_events, &r.spec.deployment_id).pop() {
-                            Some(current) => (
-                                pb::deployment_status_event::Kind::Upserted,
-                                (*current).clone(),
-                            ),
-                            None => (pb::deployment_status_event::Kind::Deleted, r),
-                        }
-                    }
+                    Ok(watcher::Event::Delete(r)) => match current(&r) {
+                        Some(c) => (pb::deployment_status_event::Kind::Upserted, (*c).clone()),
+                        None => (pb::deployment_status_event::Kind::Deleted, r),
+                    },
                     Ok(_) => continue,
                     Err(e) => {
                         warn!(error = %e, "ClassRuntime watch failed; retrying");
@@ -81,17 +79,22 @@ impl Runtimes {
         )
     }
 
-    /// The runtime of a deployment id; while the deployment moves, the new runtime (the one
-    /// naming what it replaces).
+    /// The runtime of a deployment id (see [`current`]).
     pub(super) fn find(&self, deployment_id: &str) -> Option<Arc<ClassRuntime>> {
-        let mut all = self.find_all(deployment_id);
-        all.sort_by_key(|r| r.annotations().contains_key(REPLACES_ANNOTATION));
-        all.pop()
+        current(&self.store, deployment_id)
     }
 
     pub(super) fn find_all(&self, deployment_id: &str) -> Vec<Arc<ClassRuntime>> {
         find_all(&self.store, deployment_id)
     }
+}
+
+/// The runtime that stands for a deployment id: its only one, or while the deployment moves,
+/// the new runtime (the one naming what it replaces).
+fn current(store: &Store<ClassRuntime>, deployment_id: &str) -> Option<Arc<ClassRuntime>> {
+    let mut all = find_all(store, deployment_id);
+    all.sort_by_key(|r| r.annotations().contains_key(REPLACES_ANNOTATION));
+    all.pop()
 }
 
 fn find_all(store: &Store<ClassRuntime>, deployment_id: &str) -> Vec<Arc<ClassRuntime>> {
@@ -163,7 +166,10 @@ pub(super) async fn stream_changes(
     runtimes.synced.wait().await;
     loop {
         for runtime in runtimes.store.state() {
-            if wanted(&runtime.spec.deployment_id)
+            let id = &runtime.spec.deployment_id;
+            let stands_for_it = runtimes.find(id).is_some_and(|c| c.uid() == runtime.uid());
+            if wanted(id)
+                && stands_for_it
                 && tx
                     .send(Ok(event_of(Kind::Upserted, &runtime)))
                     .await

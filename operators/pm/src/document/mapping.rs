@@ -169,7 +169,7 @@ pub fn deployment_resource(
         cluster_selector: None,
         target_env: None,
         template: template(doc)?,
-        nfr: nfr_spec(&doc.nfr_requirements),
+        nfr: nfr_spec(&doc.nfr_requirements)?,
         functions: doc
             .functions
             .iter()
@@ -216,24 +216,40 @@ fn template(doc: &Deployment) -> Result<Option<Template>, MappingError> {
         .transpose()
 }
 
-fn nfr_spec(nfr: &NfrRequirements) -> Option<common::NfrRequirements> {
-    Some(common::NfrRequirements {
+fn nfr_spec(nfr: &NfrRequirements) -> Result<Option<common::NfrRequirements>, MappingError> {
+    let cpu = nfr
+        .cpu_utilization_target
+        .map(|target| {
+            cpu_percent(target).ok_or_else(|| {
+                problem(
+                    "nfr_requirements.cpu_utilization_target",
+                    format!(
+                        "{target} is neither a fraction in (0, 1] nor a percentage in 1-100; e.g. 0.6 or 60"
+                    ),
+                )
+            })
+        })
+        .transpose()?;
+    Ok(Some(common::NfrRequirements {
         availability: nfr.availability,
         min_throughput_rps: nfr.min_throughput_rps,
         max_latency_ms: nfr.max_latency_ms,
-        cpu_utilization_target: nfr.cpu_utilization_target.map(cpu_percent),
+        cpu_utilization_target: cpu,
     })
-    .filter(|n| *n != common::NfrRequirements::default())
+    .filter(|n| *n != common::NfrRequirements::default()))
 }
 
-/// A CPU utilization target in percent. Upstream's documents give a fraction (0.6), the
-/// seeds a percentage (60): a value of at most 1 is a fraction.
-pub fn cpu_percent(target: f64) -> f64 {
-    if target <= 1.0 {
+/// A CPU utilization target in percent (1-100), or `None` when it is out of range.
+/// Upstream's documents give a fraction (0.6), the seeds a percentage (60): a value of at
+/// most 1 is a fraction. Rounded to a millionth, so 0.29 is 29, not 28.999999999999996.
+pub fn cpu_percent(target: f64) -> Option<f64> {
+    let percent = if target <= 1.0 {
         target * 100.0
     } else {
         target
-    }
+    };
+    let percent = (percent * 1e6).round() / 1e6;
+    (1.0..=100.0).contains(&percent).then_some(percent)
 }
 
 fn odgm_spec(odgm: &Odgm) -> Result<OdgmSpec, MappingError> {

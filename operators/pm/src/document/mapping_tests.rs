@@ -97,17 +97,19 @@ fn documents_round_trip_through_resources() {
 
 #[test]
 fn a_cpu_target_of_at_most_one_is_a_fraction_and_above_one_a_percentage() {
-    for (given, percent) in [
-        (0.6, 60.0),
-        (1.0, 100.0),
-        (0.05, 5.0),
-        (60.0, 60.0),
-        (1.5, 1.5),
-    ] {
-        assert!(
-            (cpu_percent(given) - percent).abs() < 1e-9,
-            "{given} -> {percent}"
-        );
+    let cases = [
+        (0.6, Some(60.0)),
+        (0.29, Some(29.0)),
+        (1.0, Some(100.0)),
+        (0.05, Some(5.0)),
+        (60.0, Some(60.0)),
+        (1.5, Some(1.5)),
+        (0.0, None),
+        (0.001, None),
+        (250.0, None),
+    ];
+    for (given, percent) in cases {
+        assert_eq!(cpu_percent(given), percent, "{given}");
     }
 }
 

@@ -142,6 +142,7 @@ fn clusters(rest: &Rest, only: Option<&str>) -> ApiResult<Vec<String>> {
 /// Class runtimes in every spoke (or `?cluster=`), newest state as the CRMs report it.
 pub async fn list(
     State(rest): State<Arc<Rest>>,
+    Namespace(namespace): Namespace,
     Params(filter): Params<RuntimeFilter>,
 ) -> ApiResult<WithHeaders<Vec<ClassRuntimeRecord>>> {
     let names = clusters(&rest, filter.cluster.as_deref())?;
@@ -155,8 +156,9 @@ pub async fn list(
             .map(|cluster| rest.spokes.list_class_runtimes(cluster, request.clone())),
     )
     .await;
-    // A spoke shared with other hubs lists their runtimes too.
-    let ours = format!("{}/", rest.spokes.hub());
+    // A spoke lists every namespace's runtimes, and other hubs' too: only this namespace's
+    // of this hub are the caller's to see.
+    let ours = tenancy::deployment_id(rest.spokes.hub(), &namespace, "");
     let mut records = Vec::new();
     let mut warnings = Vec::new();
     for (cluster, answer) in names.iter().zip(answers) {
