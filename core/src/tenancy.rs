@@ -105,15 +105,10 @@ pub fn dns_label(name: &str) -> String {
     format!("{prefix}-{hash}")
 }
 
+/// A DNS-1035 label (what Service names need): a namespace-style name that starts with a
+/// letter.
 fn is_dns_label(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= MAX_NAME_LEN
-        && bytes[0].is_ascii_lowercase()
-        && bytes[bytes.len() - 1] != b'-'
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+    name.starts_with(|c: char| c.is_ascii_lowercase()) && check_dns_label(name).is_ok()
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The informer cache of ClassRuntimes and the feed of their changes: what the status calls
 //! answer from, and what `WatchDeploymentStatus` streams (a snapshot, then each change).
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -165,13 +166,22 @@ pub(super) async fn stream_changes(
     // would be empty, and the hub would forget runtimes that do not change again.
     runtimes.synced.wait().await;
     loop {
-        for runtime in runtimes.store.state() {
+        let all = runtimes.store.state();
+        // While a deployment moves, only its new runtime (the one naming what it replaces)
+        // stands for it; found in one pass, not a search of the store per runtime.
+        let moving: HashSet<&str> = all
+            .iter()
+            .filter(|r| r.annotations().contains_key(REPLACES_ANNOTATION))
+            .map(|r| r.spec.deployment_id.as_str())
+            .collect();
+        for runtime in &all {
             let id = &runtime.spec.deployment_id;
-            let stands_for_it = runtimes.find(id).is_some_and(|c| c.uid() == runtime.uid());
+            let stands_for_it = !moving.contains(id.as_str())
+                || runtime.annotations().contains_key(REPLACES_ANNOTATION);
             if wanted(id)
                 && stands_for_it
                 && tx
-                    .send(Ok(event_of(Kind::Upserted, &runtime)))
+                    .send(Ok(event_of(Kind::Upserted, runtime)))
                     .await
                     .is_err()
             {
