@@ -97,7 +97,12 @@ pub fn decide(inputs: &Inputs) -> Decision {
             continue;
         };
         let namespace = spoke_namespace(&view.namespace_prefix, &inputs.namespace);
-        let unit = unit::build(&inputs.id, &inputs.spec, resolved, cluster, &namespace);
+        let target = unit::Target {
+            cluster,
+            namespace: &namespace,
+            replicas: plan.replicas_per_cluster,
+        };
+        let unit = unit::build(&inputs.id, &inputs.spec, resolved, target);
         let held = inputs.reported.get(cluster);
         if held.is_some_and(|h| h.runs(unit.revision)) {
             settled.insert(cluster.clone(), Ok(unit.revision));

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use oaas_crds::class_deployment::{OClassDeploymentSpec, ReplicaPlan};
 use oaas_crds::cluster::ClusterHealth;
 
-use crate::planning::{Candidate, place};
+use crate::planning::{Candidate, UNKNOWN_AVAILABILITY, place, replicas_per_cluster};
 
 /// How long a selector-chosen cluster that turned unreachable keeps its place by default.
 pub const DEFAULT_FAILOVER_GRACE: Duration = Duration::from_secs(30);
@@ -25,6 +25,10 @@ pub struct ClusterView {
     pub connected: bool,
     /// Put before a hub namespace's name to name its namespace in this cluster.
     pub namespace_prefix: String,
+    /// Marked as where deployments without targets go (`spec.default`).
+    pub default: bool,
+    /// Nodes the CRM last reported ready.
+    pub ready_nodes: Option<u32>,
 }
 
 /// Whether units can be sent to `cluster` now; the message says why not.
@@ -41,7 +45,10 @@ pub fn reachable(cluster: &str, view: Option<&ClusterView>) -> Result<(), String
 
 /// The plan: explicit names always; selector matches while healthy — a planned one that
 /// turned unreachable keeps its place for the failover grace period, then a healthy match
-/// replaces it — as few as the availability target needs.
+/// replaces it — as few as the availability target needs. A deployment that names no
+/// cluster and has no selector goes to the default clusters, or, when none is marked (or
+/// allowed), is planned like a selector matching every cluster. `availableClusters` limits
+/// what is chosen automatically. Replicas per cluster follow [`replicas_per_cluster`].
 pub fn plan(
     spec: &OClassDeploymentSpec,
     clusters: &[ClusterView],
@@ -54,18 +61,35 @@ pub fn plan(
         .unwrap_or(DEFAULT_FAILOVER_GRACE);
     let was_planned = |name: &str| previous.is_some_and(|p| p.clusters.iter().any(|c| c == name));
     let view = |name: &str| clusters.iter().find(|c| c.name == name);
+    let allowed = |name: &str| {
+        spec.available_clusters.is_empty() || spec.available_clusters.iter().any(|a| a == name)
+    };
+    let untargeted = spec.target_clusters.is_empty() && spec.cluster_selector.is_none();
+    let defaults: Vec<&String> = clusters
+        .iter()
+        .filter(|c| untargeted && c.default && allowed(&c.name))
+        .map(|c| &c.name)
+        .collect();
     let mut candidates: Vec<Candidate> = spec
         .target_clusters
         .iter()
+        .chain(defaults.iter().copied())
         .map(|name| Candidate {
             name: name.clone(),
             availability: view(name).and_then(|c| c.availability),
             explicit: true,
         })
         .collect();
-    if let Some(selector) = &spec.cluster_selector {
+    let everything = LabelSelector::default();
+    let selector = match &spec.cluster_selector {
+        Some(selector) => Some(selector),
+        None if untargeted && defaults.is_empty() => Some(&everything),
+        None => None,
+    };
+    if let Some(selector) = selector {
         for cluster in clusters {
             if candidates.iter().any(|c| c.name == cluster.name)
+                || !allowed(&cluster.name)
                 || !matches_selector(selector, &cluster.labels)
             {
                 continue;
@@ -83,12 +107,32 @@ pub fn plan(
     }
     let target = spec.nfr.as_ref().and_then(|n| n.availability);
     let placement = place(&candidates, target, strong);
+    let replicas = replicas_in(&placement.clusters, clusters, target);
+    let mut reason = placement.reason;
+    if defaults.iter().any(|d| placement.clusters.contains(d)) {
+        reason = format!("default cluster; {reason}");
+    }
+    if replicas > 1 {
+        reason = format!("{reason}; {replicas} replicas per function in each cluster");
+    }
     ReplicaPlan {
         clusters: placement.clusters,
-        replicas_per_cluster: 1,
+        replicas_per_cluster: replicas,
         expected_availability: Some((placement.expected_availability * 1e6).round() / 1e6),
-        reason: placement.reason,
+        reason,
     }
+}
+
+/// One replica count for every planned cluster: the one their least available node and
+/// smallest ready node count call for.
+fn replicas_in(planned: &[String], clusters: &[ClusterView], target: Option<f64>) -> u32 {
+    let views = || clusters.iter().filter(|c| planned.contains(&c.name));
+    let availability = views()
+        .map(|c| c.availability.unwrap_or(UNKNOWN_AVAILABILITY))
+        .reduce(f64::min)
+        .unwrap_or(UNKNOWN_AVAILABILITY);
+    let ready_nodes = views().filter_map(|c| c.ready_nodes).min();
+    replicas_per_cluster(target, availability, ready_nodes)
 }
 
 pub fn matches_selector(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
@@ -128,6 +172,8 @@ pub(crate) mod tests {
             unready_for: Duration::ZERO,
             connected: true,
             namespace_prefix: String::new(),
+            default: false,
+            ready_nodes: Some(3),
         }
     }
 
@@ -202,6 +248,110 @@ pub(crate) mod tests {
         assert_eq!(kept.clusters, ["eu-2"]);
         let fresh = plan(&spec, &clusters, None, false);
         assert!(fresh.clusters.is_empty(), "never planned: not taken");
+    }
+
+    #[test]
+    fn a_deployment_without_targets_is_placed() {
+        let marked = |mut c: ClusterView| {
+            c.default = true;
+            c
+        };
+        let mut unknown = mk_cluster("c", &[]);
+        unknown.availability = Some(0.5);
+        let plain = [
+            mk_cluster("a", &[]),
+            mk_cluster("b", &[]),
+            unknown,
+            unreachable_for(mk_cluster("down", &[]), 60),
+        ];
+        let with_default = [marked(mk_cluster("d", &[])), mk_cluster("a", &[])];
+        let available = |names: &[&str]| OClassDeploymentSpec {
+            available_clusters: names.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        };
+        let target = |availability: f64, spec: OClassDeploymentSpec| OClassDeploymentSpec {
+            nfr: Some(oaas_crds::common::NfrRequirements {
+                availability: Some(availability),
+                ..Default::default()
+            }),
+            ..spec
+        };
+        let cases: Vec<(&str, OClassDeploymentSpec, &[ClusterView], Vec<&str>)> = vec![
+            (
+                "the default cluster when one is marked",
+                Default::default(),
+                &with_default,
+                vec!["d"],
+            ),
+            (
+                "not the default when availableClusters leaves it out",
+                available(&["a"]),
+                &with_default,
+                vec!["a"],
+            ),
+            (
+                "no target: every healthy cluster",
+                Default::default(),
+                &plain,
+                vec!["a", "b", "c"],
+            ),
+            (
+                "a target: the fewest, most available healthy clusters",
+                target(0.98, Default::default()),
+                &plain,
+                vec!["a"],
+            ),
+            (
+                "within availableClusters",
+                target(0.98, available(&["b", "c"])),
+                &plain,
+                vec!["b"],
+            ),
+            (
+                "named clusters never bring the default along",
+                OClassDeploymentSpec {
+                    target_clusters: vec!["a".into()],
+                    ..Default::default()
+                },
+                &with_default,
+                vec!["a"],
+            ),
+        ];
+        for (name, spec, clusters, expected) in cases {
+            let plan = plan(&spec, clusters, None, false);
+            assert_eq!(plan.clusters, expected, "{name}: {}", plan.reason);
+        }
+        let reason = plan(&Default::default(), &with_default, None, false).reason;
+        assert!(reason.starts_with("default cluster"), "{reason}");
+    }
+
+    #[test]
+    fn the_plan_raises_replicas_for_the_least_available_cluster() {
+        let mut weak = mk_cluster("weak", &[]);
+        weak.availability = Some(0.9);
+        let strong_one = mk_cluster("strong", &[]);
+        let spec = |availability: f64| OClassDeploymentSpec {
+            target_clusters: vec!["weak".into(), "strong".into()],
+            nfr: Some(oaas_crds::common::NfrRequirements {
+                availability: Some(availability),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let clusters = [weak, strong_one];
+        let plan_for = |availability| plan(&spec(availability), &clusters, None, false);
+        assert_eq!(plan_for(0.9).replicas_per_cluster, 1);
+        let raised = plan_for(0.99);
+        assert_eq!(
+            raised.replicas_per_cluster, 2,
+            "0.9 nodes need two for 0.99"
+        );
+        assert!(raised.reason.contains("2 replicas"), "{}", raised.reason);
+        assert_eq!(
+            plan_for(0.999_9).replicas_per_cluster,
+            3,
+            "at most the 3 ready nodes"
+        );
     }
 
     #[test]

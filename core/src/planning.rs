@@ -113,6 +113,35 @@ pub fn place(candidates: &[Candidate], target: Option<f64>, strong: bool) -> Pla
     }
 }
 
+/// The most replicas per function the planner asks of one cluster.
+pub const MAX_PLANNED_REPLICAS: u32 = 5;
+
+/// Replicas each function needs in a cluster to meet the availability `target` there.
+///
+/// Inside a cluster a function serves while one of its replicas does; replicas are spread
+/// over nodes, and a node is up with probability `node_availability` (what the CRM reports:
+/// ready/total nodes, or the OCluster's fixed availability). `r` replicas thus give
+/// 1 − (1 − a)ʳ, and the rule is the smallest `r` that reaches the target. More replicas than
+/// ready nodes would share nodes and add nothing, so the count stops there (and at
+/// [`MAX_PLANNED_REPLICAS`]). Without a target one replica is enough.
+pub fn replicas_per_cluster(
+    target: Option<f64>,
+    node_availability: f64,
+    ready_nodes: Option<u32>,
+) -> u32 {
+    let Some(target) = target else {
+        return 1;
+    };
+    let cap = ready_nodes
+        .unwrap_or(MAX_PLANNED_REPLICAS)
+        .clamp(1, MAX_PLANNED_REPLICAS);
+    let down = (1.0 - node_availability).clamp(0.0, 1.0);
+    (1..=cap)
+        // The tolerance keeps 0.9 × 2 replicas at 0.99 despite binary fractions.
+        .find(|&r| 1.0 - down.powi(r as i32) >= target - 1e-12)
+        .unwrap_or(cap)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +244,39 @@ mod tests {
         };
         let placement = place(&[unknown], Some(0.85), false);
         assert!(close(placement.expected_availability, UNKNOWN_AVAILABILITY));
+    }
+
+    #[test]
+    fn replicas_are_the_fewest_that_meet_the_target_inside_a_cluster() {
+        let cases = [
+            // (target, node availability, ready nodes, replicas, why)
+            (None, 0.5, Some(9), 1, "no target: one replica"),
+            (Some(0.99), 1.0, Some(3), 1, "every node up: one is enough"),
+            (Some(0.9), 0.9, Some(3), 1, "one node at 0.9 meets 0.9"),
+            (Some(0.99), 0.9, Some(3), 2, "two at 0.9 give 0.99"),
+            (Some(0.999), 0.9, Some(3), 3, "three at 0.9 give 0.999"),
+            (
+                Some(0.999),
+                0.9,
+                Some(2),
+                2,
+                "no more replicas than ready nodes",
+            ),
+            (Some(0.999_999_9), 0.5, None, MAX_PLANNED_REPLICAS, "capped"),
+            (
+                Some(0.99),
+                0.9,
+                Some(0),
+                1,
+                "no ready node still gets one replica",
+            ),
+        ];
+        for (target, availability, nodes, expected, why) in cases {
+            assert_eq!(
+                replicas_per_cluster(target, availability, nodes),
+                expected,
+                "{why}"
+            );
+        }
     }
 }

@@ -322,6 +322,7 @@ mod tests {
                 ..Default::default()
             }),
             config: [("B".to_string(), "2".to_string())].into(),
+            ..Default::default()
         }];
         let resolved = resolve_class(&mk_deployment("C", overrides), &app, &lookup).unwrap();
         let keys: Vec<&str> = resolved

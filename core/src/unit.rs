@@ -5,30 +5,55 @@
 //! the spoke maps it straight back), so the hub and the spokes cannot disagree on a field.
 use oaas_crds::ClassRuntimeSpec;
 use oaas_crds::class_deployment::OClassDeploymentSpec;
+use oaas_crds::class_runtime::RuntimeFunction;
 use oaas_crds::convert::unit_with_revision;
 use oaas_proto::deployment as pb;
 
 use crate::resolve::ResolvedClass;
 
-/// The unit for `cluster`, deployed into its spoke `namespace`; its revision is a hash of
-/// everything else in it.
+/// Where and how a unit runs: its cluster, the spoke namespace, and the replicas each
+/// function needs there (the plan's `replicasPerCluster`).
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub cluster: &'a str,
+    pub namespace: &'a str,
+    pub replicas: u32,
+}
+
+/// The unit for one target; its revision is a hash of everything else in it. The cluster's
+/// own template wins over the deployment's, and each function's `minScale` is raised to the
+/// planned replicas (never past its `maxScale`).
 pub fn build(
     deployment_id: &str,
     spec: &OClassDeploymentSpec,
     resolved: &ResolvedClass,
-    cluster: &str,
-    namespace: &str,
+    target: Target,
 ) -> pb::DeploymentUnit {
+    let Target {
+        cluster,
+        namespace,
+        replicas,
+    } = target;
     let runtime = ClassRuntimeSpec {
         deployment_id: deployment_id.to_string(),
         package_name: spec.package.clone(),
         class_key: spec.class_key.clone(),
         target_cluster: Some(cluster.to_string()),
         target_env: spec.target_env.clone(),
-        functions: resolved.functions.clone(),
-        template: spec.template,
+        functions: resolved
+            .functions
+            .iter()
+            .cloned()
+            .map(|f| with_replicas(f, replicas))
+            .collect(),
+        template: spec
+            .cluster_templates
+            .get(cluster)
+            .copied()
+            .or(spec.template),
         addons: spec.odgm.iter().map(|_| "odgm".to_string()).collect(),
         odgm: spec.odgm.clone(),
+        telemetry: spec.telemetry.clone(),
         nfr: spec.nfr.clone(),
         enforcement_mode: spec.enforcement_mode,
         consistency_model: resolved.consistency,
@@ -37,10 +62,24 @@ pub fn build(
     unit_with_revision(&runtime, namespace)
 }
 
+/// The function with at least `replicas` as its minimum scale. One replica changes nothing,
+/// so a plan without a raise leaves units (and their revisions) as they were.
+fn with_replicas(mut function: RuntimeFunction, replicas: u32) -> RuntimeFunction {
+    let provision = &mut function.provision_config;
+    if replicas > provision.min_scale.unwrap_or(1) {
+        let ceiling = provision
+            .max_scale
+            .filter(|max| *max > 0)
+            .unwrap_or(u32::MAX);
+        provision.min_scale = Some(replicas.min(ceiling));
+    }
+    function
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oaas_crds::common::{ConsistencyModel, OdgmSpec};
+    use oaas_crds::common::{ConsistencyModel, OdgmSpec, Template};
     use oaas_crds::convert::runtime_spec_from_unit;
 
     fn mk_resolved() -> ResolvedClass {
@@ -69,14 +108,21 @@ mod tests {
         }
     }
 
+    fn at<'a>(cluster: &'a str, namespace: &'a str) -> Target<'a> {
+        Target {
+            cluster,
+            namespace,
+            replicas: 1,
+        }
+    }
+
     #[test]
     fn the_spoke_reads_back_what_the_hub_sent() {
         let unit = build(
             "h/team/record",
             &mk_spec(),
             &mk_resolved(),
-            "spoke-a",
-            "team",
+            at("spoke-a", "team"),
         );
         let runtime = runtime_spec_from_unit(&unit).expect("a valid unit");
         assert_eq!(runtime.deployment_id, "h/team/record");
@@ -94,21 +140,49 @@ mod tests {
 
     #[test]
     fn the_revision_follows_the_content_and_nothing_else() {
-        let a = build("h/ns/d", &mk_spec(), &mk_resolved(), "spoke-a", "ns");
+        let a = build("h/ns/d", &mk_spec(), &mk_resolved(), at("spoke-a", "ns"));
         assert_eq!(
             a,
-            build("h/ns/d", &mk_spec(), &mk_resolved(), "spoke-a", "ns")
+            build("h/ns/d", &mk_spec(), &mk_resolved(), at("spoke-a", "ns"))
         );
-        let other_cluster = build("h/ns/d", &mk_spec(), &mk_resolved(), "spoke-b", "ns");
+        let other_cluster = build("h/ns/d", &mk_spec(), &mk_resolved(), at("spoke-b", "ns"));
         assert_ne!(a.revision, other_cluster.revision);
-        let other_namespace = build("h/ns/d", &mk_spec(), &mk_resolved(), "spoke-a", "p-ns");
+        let other_namespace = build("h/ns/d", &mk_spec(), &mk_resolved(), at("spoke-a", "p-ns"));
         assert_ne!(a.revision, other_namespace.revision);
         let mut changed = mk_spec();
         changed.target_env = Some("staging".into());
         assert_ne!(
             a.revision,
-            build("h/ns/d", &changed, &mk_resolved(), "spoke-a", "ns").revision
+            build("h/ns/d", &changed, &mk_resolved(), at("spoke-a", "ns")).revision
         );
         assert!(a.revision >= 0);
+    }
+
+    #[test]
+    fn a_cluster_template_wins_and_planned_replicas_raise_min_scale() {
+        let mut spec = mk_spec();
+        spec.template = Some(Template::K8sDeployment);
+        spec.cluster_templates = [("edge-1".to_string(), Template::Edge)].into();
+        let template = |cluster| build("h/ns/d", &spec, &mk_resolved(), at(cluster, "ns")).template;
+        assert_eq!(template("edge-1"), "edge");
+        assert_eq!(template("core-1"), "k8s_deployment");
+
+        let scales = |min: Option<u32>, max: Option<u32>, replicas| {
+            let mut resolved = mk_resolved();
+            let provision = &mut resolved.functions[0].provision_config;
+            provision.min_scale = min;
+            provision.max_scale = max;
+            let target = Target {
+                replicas,
+                ..at("spoke-a", "ns")
+            };
+            let unit = build("h/ns/d", &spec, &resolved, target);
+            let runtime = runtime_spec_from_unit(&unit).expect("a valid unit");
+            runtime.functions[0].provision_config.min_scale
+        };
+        assert_eq!(scales(None, None, 1), None, "one replica changes nothing");
+        assert_eq!(scales(None, None, 3), Some(3));
+        assert_eq!(scales(Some(5), None, 3), Some(5), "never lowered");
+        assert_eq!(scales(None, Some(2), 3), Some(2), "never past maxScale");
     }
 }

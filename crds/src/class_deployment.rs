@@ -1,4 +1,6 @@
 //! `OClassDeployment`: one class of a package deployed to one or more spokes (hub).
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -8,9 +10,11 @@ use crate::common::{
     EnforcementMode, FunctionConfig, NfrRequirements, OdgmSpec, Phase, ProvisionConfig,
     ReplicaRecommendation, Template,
 };
+use crate::telemetry::TelemetrySpec;
 
 /// Deploys one class of an `OPackage` (same namespace) to the spokes named in
-/// `targetClusters` and/or matched by `clusterSelector`. The package manager plans how many
+/// `targetClusters` and/or matched by `clusterSelector` (neither: the default cluster, or
+/// healthy clusters chosen for availability). The package manager plans how many
 /// clusters are needed for the availability target, sends each a deployment unit, and
 /// reports their state in `status.clusters` and the `Available`, `Progressing`, `Degraded`
 /// and `Ready` conditions (`kubectl wait --for=condition=Available` works).
@@ -36,8 +40,6 @@ use crate::common::{
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("size(self.targetClusters) > 0 || has(self.clusterSelector)")
-    .message("say where to deploy: set targetClusters (OCluster names) or clusterSelector (labels of OClusters)"))]
 #[x_kube(validation = Rule::new("self.functions.all(f, self.functions.exists_one(g, g.functionKey == f.functionKey))")
     .message("each functionKey may be overridden only once").field_path(".functions"))]
 pub struct OClassDeploymentSpec {
@@ -56,6 +58,14 @@ pub struct OClassDeploymentSpec {
     /// this way are replaced by healthy matching ones when they stay unreachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_selector: Option<LabelSelector>,
+    /// Clusters automatic placement may choose from: selector matches and, with neither
+    /// targetClusters nor clusterSelector, every healthy cluster (empty: any cluster). A
+    /// deployment without targets goes to the OCluster marked `default` when there is one
+    /// (and it is allowed here), else to as many healthy clusters as its availability needs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 253)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub available_clusters: Vec<String>,
     /// Target environment name handed to the spokes, e.g. production.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
@@ -63,6 +73,10 @@ pub struct OClassDeploymentSpec {
     /// Rendering template; unset lets each spoke choose from its profile and the NFRs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<Template>,
+    /// Template per cluster (OCluster name → template); wins over `template` there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 256))]
+    pub cluster_templates: BTreeMap<String, Template>,
     /// Non-functional requirements: availability drives how many clusters are used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nfr: Option<NfrRequirements>,
@@ -73,6 +87,10 @@ pub struct OClassDeploymentSpec {
     /// Object data grid settings; unset means the class gets no data grid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub odgm: Option<OdgmSpec>,
+    /// OpenTelemetry of the functions (OTEL_* variables in their containers); unset or
+    /// enabled: false means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<TelemetrySpec>,
     /// Whether spokes analyze NFRs (observe) and apply replica recommendations (enforce).
     #[serde(default)]
     pub enforcement_mode: EnforcementMode,
@@ -94,6 +112,32 @@ pub struct FunctionOverride {
     #[serde(default, skip_serializing_if = "FunctionConfig::is_empty")]
     #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 32768}))]
     pub config: FunctionConfig,
+    /// What the function does here, for people (kept for OaaS clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+    /// Where the function may run, e.g. edge or cloud (kept for OaaS clients; placement
+    /// is per class deployment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub available_location: Option<String>,
+    /// The function's quality-of-service requirement (kept for OaaS clients; the class
+    /// deployment's `nfr` drives planning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos_requirement: Option<QosRequirement>,
+}
+
+/// Throughput and availability one function needs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QosRequirement {
+    /// Requests per second.
+    #[serde(default)]
+    pub throughput: u32,
+    /// Between 0 and 1, e.g. 0.99.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub availability: f64,
 }
 
 /// Observed state of a class deployment.

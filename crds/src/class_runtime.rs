@@ -8,6 +8,7 @@ use crate::common::{
     ConsistencyModel, EnforcementMode, FunctionConfig, FunctionType, NfrRequirements, OdgmSpec,
     Phase, ProvisionConfig, ReplicaRecommendation, Template,
 };
+use crate::telemetry::TelemetrySpec;
 
 /// One class running in this cluster: its functions, template, add-ons (ODGM) and NFR
 /// settings. The CRM renders it into Deployments, Services, autoscalers, an ODGM
@@ -61,6 +62,9 @@ pub struct ClassRuntimeSpec {
     pub addons: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub odgm: Option<OdgmSpec>,
+    /// OpenTelemetry of the functions; unset or enabled: false means no OTEL_* variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<TelemetrySpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nfr: Option<NfrRequirements>,
     #[serde(default)]

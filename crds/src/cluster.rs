@@ -65,7 +65,8 @@ pub struct OClusterSpec {
     #[x_kube(validation = Rule::new("self > 0.0 && self <= 1.0")
         .message("availability must be greater than 0 and at most 1, e.g. 0.99"))]
     pub availability: Option<f64>,
-    /// The cluster that deployments without targets go to (REST and env bootstrap).
+    /// Where class deployments without targetClusters or clusterSelector go (several marked:
+    /// all of them). `CRM_DEFAULT_CLUSTER` marks the env-configured one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub default: bool,
     /// Put before each hub namespace's name to name its namespace in this cluster (none:
@@ -103,6 +104,12 @@ pub struct ClusterTls {
     /// Name to verify the CRM's certificate against, when it differs from the endpoint host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
+    /// For testing only: accept any certificate the CRM presents (its signature of the
+    /// handshake is still checked, but not who issued it nor the name in it), so `ca.crt` may
+    /// be left out. Anyone on the path can then pose as the CRM; the OCluster shows the
+    /// condition `TLSVerified` False (reason `InsecureSkipVerify`) while this is set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -165,6 +172,10 @@ pub struct OClusterStatus {
     /// Last time the CRM answered a health check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Time>,
+    /// Last time the PM checked the cluster, whether or not the CRM answered: how old
+    /// `health` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checked: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_count: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

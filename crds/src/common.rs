@@ -139,6 +139,11 @@ pub struct OdgmSpec {
     #[x_kube(validation = Rule::new(crate::validation::LOG_FILTER_RULE).message(crate::validation::LOG_FILTER_MESSAGE))]
     #[schemars(length(max = 512))]
     pub log_level: Option<String>,
+    /// Cluster → ODGM node ids, as OaaS clients send them (`odgm.env_node_ids`). Kept for
+    /// them; the data grid this project renders numbers its nodes itself.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub env_node_ids: BTreeMap<String, Vec<u64>>,
 }
 
 impl Default for OdgmSpec {
@@ -149,6 +154,7 @@ impl Default for OdgmSpec {
             replica_count: 1,
             shard_type: default_shard_type(),
             log_level: None,
+            env_node_ids: BTreeMap::new(),
         }
     }
 }

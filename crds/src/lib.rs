@@ -11,6 +11,7 @@ pub mod common;
 pub mod conditions;
 pub mod convert;
 pub mod package;
+pub mod telemetry;
 pub mod validation;
 
 pub use class_deployment::{OClassDeployment, OClassDeploymentSpec, OClassDeploymentStatus};

@@ -52,6 +52,16 @@ fn mk_runtime_spec() -> ClassRuntimeSpec {
             replica_count: 3,
             shard_type: "raft".into(),
             log_level: Some("debug,h2=info".into()),
+            ..Default::default()
+        }),
+        telemetry: Some(oaas_crds::telemetry::TelemetrySpec {
+            enabled: true,
+            traces: true,
+            metrics: false,
+            logs: true,
+            sampling_rate: 0.25,
+            service_name: Some("shop-records".into()),
+            resource_attributes: [("team".to_string(), "shop, eu".to_string())].into(),
         }),
         nfr: Some(NfrRequirements {
             availability: Some(0.999),
@@ -85,6 +95,42 @@ fn a_minimal_unit_gets_the_resource_defaults() {
     assert_eq!(spec.consistency_model, ConsistencyModel::None);
     assert_eq!(spec.template, None);
     assert_eq!(spec.odgm, None);
+    assert_eq!(spec.telemetry, None);
+}
+
+#[test]
+fn a_telemetry_block_without_optional_fields_gets_the_resource_defaults() {
+    let unit = pb::DeploymentUnit {
+        id: "d".into(),
+        package_name: "p".into(),
+        class_key: "C".into(),
+        telemetry: Some(pb::TelemetryConfig {
+            enabled: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let telemetry = runtime_spec_from_unit(&unit).unwrap().telemetry.unwrap();
+    assert_eq!(
+        telemetry,
+        oaas_crds::telemetry::TelemetrySpec {
+            enabled: true,
+            ..Default::default()
+        }
+    );
+}
+
+#[test]
+fn the_revision_covers_telemetry() {
+    let mut spec = mk_runtime_spec();
+    let with = unit_with_revision(&spec, "ns").revision;
+    spec.telemetry.as_mut().unwrap().sampling_rate = 0.5;
+    let changed = unit_with_revision(&spec, "ns").revision;
+    assert_ne!(with, changed, "a telemetry change is a new revision");
+    spec.telemetry = None;
+    let unit = unit_with_revision(&spec, "ns");
+    assert!(unit.telemetry.is_none());
+    assert_ne!(unit.revision, changed);
 }
 
 #[test]
@@ -198,6 +244,24 @@ fn invalid_units_name_the_field_at_fault() {
         (
             "deployment_unit.enforcement_mode",
             Box::new(|u| u.enforcement_mode = 42),
+        ),
+        (
+            "deployment_unit.telemetry.sampling_rate",
+            Box::new(|u| u.telemetry.as_mut().unwrap().sampling_rate = Some(1.5)),
+        ),
+        (
+            "deployment_unit.telemetry.resource_attributes.bad key",
+            Box::new(|u| {
+                u.telemetry
+                    .as_mut()
+                    .unwrap()
+                    .resource_attributes
+                    .insert("bad key".into(), "v".into());
+            }),
+        ),
+        (
+            "deployment_unit.telemetry.service_name",
+            Box::new(|u| u.telemetry.as_mut().unwrap().service_name = " x".into()),
         ),
     ];
     for (field, break_it) in cases {

@@ -215,11 +215,18 @@ fn invalid_manifests() -> Vec<(&'static str, Value, Vec<&'static str>)> {
             vec!["spec.odgm.logLevel", "e.g. info or debug,h2=info"],
         ),
         (
-            "no target clusters and no selector",
-            mk_deployment(json!({"targetClusters": []})),
+            "an unknown template for one cluster",
+            mk_deployment(json!({"clusterTemplates": {"a": "lambda"}})),
+            vec!["spec.clusterTemplates.a", "Unsupported value: \"lambda\""],
+        ),
+        (
+            "a function's QoS availability above 1",
+            mk_deployment(
+                json!({"functions": [{"functionKey": "echo", "qosRequirement": {"availability": 2}}]}),
+            ),
             vec![
-                "spec",
-                "set targetClusters (OCluster names) or clusterSelector",
+                "spec.functions[0].qosRequirement.availability",
+                "less than or equal to 1",
             ],
         ),
         (
@@ -261,6 +268,35 @@ fn invalid_manifests() -> Vec<(&'static str, Value, Vec<&'static str>)> {
                 "spec.availability",
                 "availability must be greater than 0 and at most 1",
             ],
+        ),
+        (
+            "telemetry sampling rate above 1",
+            mk_deployment(json!({"telemetry": {"enabled": true, "samplingRate": 1.5}})),
+            vec![
+                "spec.telemetry.samplingRate",
+                "samplingRate must be between 0 and 1",
+            ],
+        ),
+        (
+            "telemetry resource attribute key with a comma",
+            mk_deployment(json!({"telemetry": {"resourceAttributes": {"a,b": "x"}}})),
+            vec![
+                "spec.telemetry.resourceAttributes",
+                "keys must be 1-128 letters, digits",
+            ],
+        ),
+        (
+            "telemetry resource attribute under the platform's oaas. prefix",
+            mk_deployment(json!({"telemetry": {"resourceAttributes": {"oaas.class": "x"}}})),
+            vec![
+                "spec.telemetry.resourceAttributes",
+                "keys starting with 'oaas.' are set by the platform",
+            ],
+        ),
+        (
+            "telemetry service name with a leading space",
+            mk_deployment(json!({"telemetry": {"serviceName": " shop"}})),
+            vec!["spec.telemetry.serviceName", "printable ASCII"],
         ),
     ]
 }

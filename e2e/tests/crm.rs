@@ -518,6 +518,20 @@ async fn bad_requests_get_canonical_codes_that_name_the_problem() -> anyhow::Res
         ("deployment_unit.odgm.log_level", |u| {
             u.odgm.as_mut().unwrap().log_level = "debug,h2=chatty".into()
         }),
+        ("deployment_unit.telemetry.sampling_rate", |u| {
+            u.telemetry = Some(pb::TelemetryConfig {
+                enabled: true,
+                sampling_rate: Some(1.5),
+                ..Default::default()
+            })
+        }),
+        ("deployment_unit.telemetry.resource_attributes.a,b", |u| {
+            u.telemetry = Some(pb::TelemetryConfig {
+                enabled: true,
+                resource_attributes: [("a,b".to_string(), "x".to_string())].into(),
+                ..Default::default()
+            })
+        }),
     ];
     for (field, break_it) in cases {
         let mut unit = spoke.unit("bad");
@@ -1432,5 +1446,127 @@ async fn legacy_runtime_replaced(spoke: &Spoke) -> anyhow::Result<()> {
         },
     )
     .await?;
+    Ok(())
+}
+
+/// The OTEL_* variables of the container of Deployment `name`, once it exists.
+async fn otel_env_of(
+    deployments: &Api<Deployment>,
+    name: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let deployment = deployments.get(name).await?;
+    let env = deployment.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    Ok(env
+        .into_iter()
+        .filter(|e| e.name.starts_with("OTEL_"))
+        .map(|e| (e.name, e.value.unwrap_or_default()))
+        .collect())
+}
+
+#[tokio::test]
+#[ignore = "needs the local clusters: run `just test`"]
+async fn telemetry_puts_otel_variables_on_function_pods_and_disabled_removes_them()
+-> anyhow::Result<()> {
+    install_all_crds().await?;
+    let context = spoke_contexts().remove(0);
+    let client = client_for(&context).await?;
+    let ns = TestNamespace::create(&client, "crm-otel").await?;
+    let collector = "http://otel-collector.observability:4317";
+    let crm = Crm::start(
+        &context,
+        &ns.name,
+        &[("OPRC_CRM_OTEL_EXPORTER_ENDPOINT", collector)],
+    )
+    .await?;
+    let grpc = DeploymentServiceClient::connect(crm.endpoint.clone()).await?;
+    let mut spoke = Spoke {
+        client,
+        ns,
+        crm,
+        grpc,
+    };
+    let id = spoke.id("traced");
+    let mut unit = spoke.unit("traced");
+    unit.addons.clear();
+    unit.odgm = None;
+    unit.functions.truncate(1);
+    unit.functions[0]
+        .config
+        .insert("OTEL_TRACES_SAMPLER_ARG".into(), "0.5".into());
+    unit.telemetry = Some(pb::TelemetryConfig {
+        enabled: true,
+        traces: Some(true),
+        metrics: Some(false),
+        logs: Some(false),
+        sampling_rate: Some(0.25),
+        service_name: String::new(),
+        resource_attributes: [("team".to_string(), "shop, eu".to_string())].into(),
+    });
+    let unit = with_hub_revision(unit);
+    spoke
+        .grpc
+        .deploy(deploy_request(unit.clone(), "otel-1"))
+        .await?;
+    let status = spoke
+        .wait_phase(&id, pb::Phase::Available, Duration::from_secs(30))
+        .await?;
+    assert_eq!(
+        status.spec_hash, status.revision,
+        "the stored telemetry hashes as the hub's: no drift"
+    );
+    assert_eq!(status.revision, unit.revision);
+
+    let deployments: Api<Deployment> = spoke.api();
+    let env = otel_env_of(&deployments, "traced-echo").await?;
+    let expected_attributes = format!(
+        "oaas.class=Record,oaas.cluster=spoke-a,oaas.deployment.id={id},oaas.function=echo,\
+         oaas.package=shop,team=shop%2C%20eu"
+    );
+    let expected: std::collections::BTreeMap<String, String> = [
+        ("OTEL_SERVICE_NAME", "traced-echo"),
+        ("OTEL_RESOURCE_ATTRIBUTES", expected_attributes.as_str()),
+        ("OTEL_TRACES_EXPORTER", "otlp"),
+        ("OTEL_METRICS_EXPORTER", "none"),
+        ("OTEL_LOGS_EXPORTER", "none"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        // The function's own config entry wins over the block's 0.25.
+        ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(env, expected);
+    let runtime = Api::<ClassRuntime>::namespaced(spoke.client.clone(), &spoke.ns.name)
+        .get("traced")
+        .await?;
+    let stored = runtime.spec.telemetry.expect("stored on the ClassRuntime");
+    assert!(stored.enabled && stored.traces && !stored.metrics);
+    assert_eq!(stored.sampling_rate, 0.25);
+
+    // Turned off: the next render drops every OTEL_* variable but the function's own.
+    let mut off = unit.clone();
+    off.telemetry.as_mut().unwrap().enabled = false;
+    let off = with_hub_revision(off);
+    assert_ne!(off.revision, unit.revision);
+    spoke.grpc.deploy(deploy_request(off, "otel-2")).await?;
+    let left = wait_for("OTEL_* variables removed", Duration::from_secs(30), || {
+        let deployments = deployments.clone();
+        async move {
+            let env = otel_env_of(&deployments, "traced-echo").await?;
+            Ok((env.len() == 1).then_some(env))
+        }
+    })
+    .await?;
+    assert_eq!(
+        left.keys().collect::<Vec<_>>(),
+        ["OTEL_TRACES_SAMPLER_ARG"],
+        "only the function's config entry"
+    );
+    spoke.ns.delete().await?;
     Ok(())
 }

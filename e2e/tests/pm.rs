@@ -98,6 +98,46 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
     .await?;
     wait_available(&hub, &ns, "record")?;
 
+    // Disabling the class blocks its rollout, as a disabled package does: the deployment
+    // says why and how to enable it, and what runs in the spokes stays. Enabled, it is
+    // Available again.
+    let class_disabled = updated.replace(
+        "    - key: Record\n",
+        "    - key: Record\n      disabled: true\n",
+    );
+    assert_ne!(class_disabled, updated, "the sample has class Record");
+    kubectl_with_input(&hub, &["apply", "-n", &ns, "-f", "-"], &class_disabled)?;
+    let blocked = wait_for("record ClassDisabled", Duration::from_secs(20), || async {
+        let cd = deployments.get("record").await?;
+        let status = cd.status.unwrap_or_default();
+        Ok(status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "ClassDisabled"))
+    })
+    .await?;
+    assert!(
+        blocked.message.contains("class Record") && blocked.message.contains("disabled to false"),
+        "{}",
+        blocked.message
+    );
+    for FleetSpoke {
+        context,
+        client,
+        ns: spoke_ns,
+        ..
+    } in &fleet.spokes
+    {
+        let runtimes: Api<ClassRuntime> = Api::namespaced(client.clone(), &spoke_ns.name);
+        let running = runtimes.list(&Default::default()).await?.items.len();
+        assert_eq!(
+            running, 1,
+            "the runtime in {context} stays while the class is disabled"
+        );
+    }
+    kubectl_with_input(&hub, &["apply", "-n", &ns, "-f", "-"], &updated)?;
+    wait_available(&hub, &ns, "record")?;
+
     // Deleting the class deployment removes it from both spokes.
     kubectl(
         &hub,

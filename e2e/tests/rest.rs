@@ -175,16 +175,28 @@ async fn every_route_answers_and_rest_and_kubectl_show_the_same_objects() -> any
         mistyped.body["details"][0]["field"],
         "functions[0].provision_config.port"
     );
-    let no_targets = rest
+    let bad_template = rest
         .post(
             "/api/v1/packages",
-            &json!({"name": "x", "deployments": [{"key": "d", "class_key": "C"}]}),
+            &json!({"name": "x", "deployments": [{"key": "d", "class_key": "C", "env_templates": {"a": "fast"}}]}),
         )
         .await?;
-    expect(&no_targets, StatusCode::UNPROCESSABLE_ENTITY);
+    expect(&bad_template, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
-        no_targets.body["details"][0]["field"],
-        "deployments[0].target_envs"
+        bad_template.body["details"][0]["field"],
+        "deployments[0].env_templates.a"
+    );
+    let bad_telemetry = rest
+        .post(
+            "/api/v1/deployments",
+            &json!({"key": "d", "package_name": "greeter", "class_key": "Greeter",
+                    "telemetry": {"enabled": true, "sampling_rate": 2}}),
+        )
+        .await?;
+    expect(&bad_telemetry, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        bad_telemetry.body["details"][0]["field"],
+        "telemetry.sampling_rate"
     );
     expect(
         &rest
@@ -375,7 +387,8 @@ async fn every_route_answers_and_rest_and_kubectl_show_the_same_objects() -> any
             ],
         )
     };
-    assert_eq!(spec("template")?, "dev");
+    let template = || spec(&format!("clusterTemplates.{}", clusters[0]));
+    assert_eq!(template()?, "dev");
     // The same key again is an update (upstream's `oprc deploy apply` upserts), here with
     // upstream's fractional CPU target; a stale If-Match is still refused.
     let mut again = eu.clone();
@@ -384,7 +397,7 @@ async fn every_route_answers_and_rest_and_kubectl_show_the_same_objects() -> any
     let updated = rest.post("/api/v1/deployments", &again).await?;
     expect(&updated, StatusCode::OK);
     assert_eq!(updated.body["status"], "updated", "{:?}", updated.body);
-    assert_eq!(spec("template")?, "k8s_deployment");
+    assert_eq!(template()?, "k8s_deployment");
     assert_eq!(spec("nfr.cpuUtilizationTarget")?, "60");
     let stale = reqwest::Client::new()
         .post(format!(
@@ -396,7 +409,7 @@ async fn every_route_answers_and_rest_and_kubectl_show_the_same_objects() -> any
         .send()
         .await?;
     assert_eq!(stale.status(), StatusCode::CONFLICT);
-    assert_eq!(spec("template")?, "k8s_deployment", "nothing changed");
+    assert_eq!(template()?, "k8s_deployment", "nothing changed");
     let mut bad = eu.clone();
     bad["key"] = "x".into();
     bad["class_key"] = "Nope".into();

@@ -4,9 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kube::Api;
+use oaas_crds::OCluster;
 use oaas_crds::cluster::ClusterHealth;
 use oaas_e2e::{
-    Crm, E2E_CLUSTER_LABEL, Pm, TestNamespace, client_for, cluster_manifest, free_port,
+    Crm, E2E_CLUSTER_LABEL, Pm, RestClient, TestNamespace, client_for, cluster_manifest, free_port,
     hub_context, install_all_crds, kubectl, kubectl_with_input, repo_path, spoke_contexts,
     wait_cluster_health, wait_for,
 };
@@ -26,6 +28,22 @@ fn certificates(name: &str) -> anyhow::Result<PathBuf> {
         .status()?;
     anyhow::ensure!(status.success(), "hack/crm-certs.sh failed");
     Ok(dir)
+}
+
+/// Waits until OCluster `name` fails its checks; returns the message saying why.
+async fn failure_of(clusters: &Api<OCluster>, name: &str) -> anyhow::Result<String> {
+    wait_for(
+        &format!("OCluster {name} to fail its checks"),
+        Duration::from_secs(30),
+        || async {
+            let status = clusters.get(name).await?.status.unwrap_or_default();
+            Ok(
+                (status.health != ClusterHealth::Healthy && status.consecutive_failures > 0)
+                    .then_some(status.message.unwrap_or_default()),
+            )
+        },
+    )
+    .await
 }
 
 fn pem(dir: &Path, file: &str) -> Vec<u8> {
@@ -173,7 +191,7 @@ async fn the_pm_reaches_a_crm_over_mutual_tls_and_clients_without_a_valid_certif
     }
     let selector = format!("{E2E_CLUSTER_LABEL}={}", ns.name);
     let _pm = Pm::start_with(&hub, &ns.name, &selector, &[]).await?;
-    let clusters = kube::Api::<oaas_crds::OCluster>::all(hub_client.clone());
+    let clusters = Api::<OCluster>::all(hub_client.clone());
     wait_cluster_health(
         &clusters,
         &trusted,
@@ -181,18 +199,7 @@ async fn the_pm_reaches_a_crm_over_mutual_tls_and_clients_without_a_valid_certif
         Duration::from_secs(30),
     )
     .await?;
-    let refused = wait_for(
-        "the OCluster with another CA's certificate to fail",
-        Duration::from_secs(30),
-        || async {
-            let status = clusters.get(&untrusted).await?.status.unwrap_or_default();
-            Ok(
-                (status.health != ClusterHealth::Healthy && status.consecutive_failures > 0)
-                    .then_some(status.message.unwrap_or_default()),
-            )
-        },
-    )
-    .await?;
+    let refused = failure_of(&clusters, &untrusted).await?;
     assert!(!refused.is_empty(), "the failure is explained");
 
     // A class deployed through the mutual-TLS channel becomes Available.
@@ -224,6 +231,113 @@ async fn the_pm_reaches_a_crm_over_mutual_tls_and_clients_without_a_valid_certif
         ],
     )?;
     for cluster in [&trusted, &untrusted] {
+        kubectl(&hub, &["delete", "ocluster", cluster, "--timeout=30s"])?;
+    }
+    ns.delete().await?;
+    spoke_ns.delete().await?;
+    let _ = std::fs::remove_dir_all(&certs);
+    let _ = std::fs::remove_dir_all(&rogue);
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the local clusters: run `just test`"]
+async fn an_untrusted_crm_certificate_is_accepted_only_with_insecure_skip_verify()
+-> anyhow::Result<()> {
+    install_all_crds().await?;
+    // The CRM's certificate is signed by `certs`' CA; the hub only has another CA's.
+    let certs = certificates("tls-insecure")?;
+    let rogue = certificates("tls-insecure-rogue")?;
+
+    let context = spoke_contexts().remove(0);
+    let spoke = client_for(&context).await?;
+    let spoke_ns = TestNamespace::create(&spoke, "tls-insecure-spoke").await?;
+    let port = free_port();
+    let file = |name: &str| certs.join(name).display().to_string();
+    let tls_env = [
+        ("OPRC_CRM_PLAINTEXT", "false".to_string()),
+        ("OPRC_CRM_TLS_CERT_FILE", file("crm.crt")),
+        ("OPRC_CRM_TLS_KEY_FILE", file("crm.key")),
+    ];
+    let env: Vec<(&str, &str)> = tls_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _crm = Crm::start_on(port, &context, &spoke_ns.name, &env).await?;
+    // A name the certificate does not carry: skipping verification skips this check too.
+    let endpoint = format!("https://localhost:{port}");
+
+    let hub = hub_context();
+    let hub_client = client_for(&hub).await?;
+    let ns = TestNamespace::create(&hub_client, "tls-insecure").await?;
+    let ca = format!("--from-file=ca.crt={}", rogue.join("ca.crt").display());
+    kubectl(
+        &hub,
+        &[
+            "create", "secret", "generic", "other-ca", "-n", &ns.name, &ca,
+        ],
+    )?;
+    kubectl(
+        &hub,
+        &["create", "secret", "generic", "no-files", "-n", &ns.name],
+    )?;
+    let strict = format!("{}-strict", ns.name);
+    let skip = format!("{}-skip", ns.name);
+    for (cluster, tls) in [
+        (&strict, "{secretRef: {name: other-ca, namespace: NS}}"),
+        (
+            &skip,
+            "{secretRef: {name: no-files, namespace: NS}, insecureSkipVerify: true}",
+        ),
+    ] {
+        let extra = format!("  tls: {}\n", tls.replace("NS", &ns.name));
+        let manifest = cluster_manifest(cluster, &ns.name, "", &endpoint, &extra);
+        kubectl_with_input(&hub, &["apply", "-f", "-"], &manifest)?;
+    }
+    let selector = format!("{E2E_CLUSTER_LABEL}={}", ns.name);
+    // Every REST health answer is checked live (a TTL of 0).
+    let pm = Pm::start_with(&hub, &ns.name, &selector, &[("CRM_HEALTH_CACHE_TTL", "0")]).await?;
+    let clusters = Api::<OCluster>::all(hub_client.clone());
+    wait_cluster_health(
+        &clusters,
+        &skip,
+        ClusterHealth::Healthy,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let tls_condition = |cluster: &oaas_crds::OCluster| {
+        let status = cluster.status.clone().unwrap_or_default();
+        status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "TLSVerified")
+            .map(|c| (c.status, c.reason))
+    };
+    assert_eq!(
+        tls_condition(&clusters.get(&skip).await?),
+        Some(("False".into(), "InsecureSkipVerify".into())),
+        "the shortcut shows on the OCluster"
+    );
+    let refused = failure_of(&clusters, &strict).await?;
+    assert!(
+        refused.to_lowercase().contains("certificate") || refused.contains("UnknownIssuer"),
+        "the failure names the certificate: {refused}"
+    );
+    assert_eq!(
+        tls_condition(&clusters.get(&strict).await?),
+        Some(("True".into(), "Verified".into()))
+    );
+
+    // REST: a live answer for the cluster it can reach, the cached one marked stale for the
+    // one it cannot.
+    let rest = RestClient::new(pm.port);
+    let live = rest.get(&format!("/api/v1/clusters/{skip}/health")).await?;
+    assert_eq!(live.body["status"], "Healthy", "{:?}", live.body);
+    assert_eq!(live.body["stale"], false, "{:?}", live.body);
+    assert_eq!(live.body["age_seconds"], 0, "{:?}", live.body);
+    let stale = rest.get(&format!("/api/v1/envs/{strict}/health")).await?;
+    assert_eq!(stale.body["stale"], true, "{:?}", stale.body);
+    let reason = stale.body["stale_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("CRM_HEALTH_CACHE_TTL"), "{reason}");
+
+    for cluster in [&strict, &skip] {
         kubectl(&hub, &["delete", "ocluster", cluster, "--timeout=30s"])?;
     }
     ns.delete().await?;

@@ -9,6 +9,7 @@ use oaas_proto::{common as pbc, deployment as pb, package as pbp};
 use crate::class_runtime::{ClassRuntimeStatus, FunctionRuntimeStatus};
 use crate::common::*;
 use crate::package::*;
+use crate::telemetry::{TelemetrySpec, check_telemetry};
 mod unit;
 pub use unit::{
     check_provision, runtime_spec_from_unit, unit_from_runtime_spec, unit_with_revision,
@@ -165,7 +166,7 @@ pub fn phase_from_proto(p: pb::Phase) -> Option<Phase> {
     }
 }
 
-// --- provision config, NFRs, ODGM -----------------------------------------------------------
+// --- provision config, NFRs, ODGM, telemetry -----------------------------------------------
 
 fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
@@ -254,7 +255,40 @@ pub fn odgm_from_proto(o: &pb::OdgmConfig) -> Result<OdgmSpec, FieldError> {
         replica_count: non_zero(o.replica_count).unwrap_or(defaults.replica_count),
         shard_type: non_empty(&o.shard_type).unwrap_or(defaults.shard_type),
         log_level,
+        // Kept on the hub for OaaS clients; not part of what a spoke runs.
+        env_node_ids: Default::default(),
     })
+}
+
+/// Every field is sent, so the spoke never falls back on its defaults for a hub's unit.
+pub fn telemetry_to_proto(t: &TelemetrySpec) -> pb::TelemetryConfig {
+    pb::TelemetryConfig {
+        enabled: t.enabled,
+        traces: Some(t.traces),
+        metrics: Some(t.metrics),
+        logs: Some(t.logs),
+        sampling_rate: Some(t.sampling_rate),
+        service_name: t.service_name.clone().unwrap_or_default(),
+        resource_attributes: t.resource_attributes.clone(),
+    }
+}
+
+/// Unset optional fields take the resource's defaults; the block is checked as the CRD
+/// schema would check it.
+pub fn telemetry_from_proto(t: &pb::TelemetryConfig) -> Result<TelemetrySpec, FieldError> {
+    let defaults = TelemetrySpec::default();
+    let spec = TelemetrySpec {
+        enabled: t.enabled,
+        traces: t.traces.unwrap_or(defaults.traces),
+        metrics: t.metrics.unwrap_or(defaults.metrics),
+        logs: t.logs.unwrap_or(defaults.logs),
+        sampling_rate: t.sampling_rate.unwrap_or(defaults.sampling_rate),
+        service_name: non_empty(&t.service_name),
+        resource_attributes: t.resource_attributes.clone(),
+    };
+    check_telemetry(&spec)
+        .map_err(|p| field_error(format!("deployment_unit.telemetry.{}", p.field), p.message))?;
+    Ok(spec)
 }
 
 // --- ClassRuntime status ↔ deployment status ------------------------------------------------

@@ -28,6 +28,7 @@ pub fn unit_from_runtime_spec(spec: &ClassRuntimeSpec) -> pb::DeploymentUnit {
             .unwrap_or_default(),
         addons: spec.addons.clone(),
         odgm: spec.odgm.as_ref().map(odgm_to_proto),
+        telemetry: spec.telemetry.as_ref().map(telemetry_to_proto),
         enforcement_mode: enforcement_to_proto(spec.enforcement_mode) as i32,
         revision: spec.revision.unwrap_or_default(),
         consistency_model: consistency_to_proto(spec.consistency_model) as i32,
@@ -127,6 +128,11 @@ pub fn runtime_spec_from_unit(unit: &pb::DeploymentUnit) -> Result<ClassRuntimeS
         ));
     }
     let odgm = unit.odgm.as_ref().map(odgm_from_proto).transpose()?;
+    let telemetry = unit
+        .telemetry
+        .as_ref()
+        .map(telemetry_from_proto)
+        .transpose()?;
     let enforcement = pb::EnforcementMode::try_from(unit.enforcement_mode).map_err(|_| {
         field_error(
             "deployment_unit.enforcement_mode",
@@ -149,6 +155,7 @@ pub fn runtime_spec_from_unit(unit: &pb::DeploymentUnit) -> Result<ClassRuntimeS
         template,
         addons: unit.addons.clone(),
         odgm,
+        telemetry,
         nfr,
         enforcement_mode: enforcement_from_proto(enforcement),
         consistency_model: consistency_from_proto(consistency),

@@ -34,18 +34,43 @@ pub async fn kube_client() -> anyhow::Result<kube::Client> {
     kube::Client::try_from(config).context("connecting to the Kubernetes API")
 }
 
-/// Logs to stderr, as text or JSON; `RUST_LOG` sets levels (default info).
+/// Logs to stderr, as text or JSON; `RUST_LOG` sets levels (default:
+/// [`default_log_filter`]).
 pub fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::builder()
         .with_env_var("RUST_LOG")
         .try_from_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(default_log_filter(cfg!(debug_assertions)))
+        });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if json {
         builder.json().init();
     } else {
         builder.init();
     }
+}
+
+/// Our own crates' log targets (crate names with `_`).
+const OWN_TARGETS: [&str; 6] = [
+    "oaas_pm",
+    "oaas_crm",
+    "oaas_operator_common",
+    "oaas_core",
+    "oaas_crds",
+    "oaas_proto",
+];
+
+/// Levels when `RUST_LOG` is unset or invalid: `info`; a debug build (`cargo run`, dev)
+/// also logs our own crates at `debug`, dependencies staying at `info`.
+pub fn default_log_filter(debug_build: bool) -> String {
+    let mut filter = String::from("info");
+    if debug_build {
+        for target in OWN_TARGETS {
+            filter.push_str(&format!(",{target}=debug"));
+        }
+    }
+    filter
 }
 
 /// A /metrics answer in the OpenMetrics text format.
@@ -121,5 +146,30 @@ pub async fn publish_related_event<K>(
     };
     if let Err(e) = recorder.publish(&event, &object.object_ref(&())).await {
         tracing::warn!(error = %e, "could not publish event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_builds_log_our_crates_at_debug_and_release_builds_at_info() {
+        assert_eq!(default_log_filter(false), "info");
+        let debug = default_log_filter(true);
+        assert!(debug.starts_with("info,"), "{debug}");
+        for target in [
+            "oaas_pm=debug",
+            "oaas_crm=debug",
+            "oaas_operator_common=debug",
+        ] {
+            assert!(debug.split(',').any(|d| d == target), "{target} in {debug}");
+        }
+        assert!(
+            !debug.contains("kube"),
+            "dependencies stay at info: {debug}"
+        );
+        // It parses as a filter.
+        tracing_subscriber::EnvFilter::try_new(&debug).unwrap();
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 pub use oaas_operator_common::env::ConfigError;
 use oaas_operator_common::env::Env;
 
-use crate::render::{self, Features, OdgmSettings, Profile};
+use crate::render::{self, Features, OdgmSettings, OtlpExporter, OtlpProtocol, Profile};
 use crate::transport::Transport;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,7 +114,51 @@ fn render_settings(env: &Env) -> Result<render::Settings, ConfigError> {
                 .to_string(),
             port: env.number("OPRC_CRM_ODGM_PORT", 8081)?,
         },
+        otlp: otlp_exporter(env)?,
     })
+}
+
+/// The collector function containers with telemetry on are pointed at; none when the
+/// endpoint is unset (the SDKs' localhost default then applies).
+fn otlp_exporter(env: &Env) -> Result<Option<OtlpExporter>, ConfigError> {
+    let protocol = env.get("OPRC_CRM_OTEL_EXPORTER_PROTOCOL");
+    let Some(endpoint) = env.get("OPRC_CRM_OTEL_EXPORTER_ENDPOINT") else {
+        return match protocol {
+            None => Ok(None),
+            Some(_) => Err(env.error(
+                "OPRC_CRM_OTEL_EXPORTER_ENDPOINT",
+                "",
+                "OPRC_CRM_OTEL_EXPORTER_PROTOCOL is set: give the collector's URL too, e.g. \
+                 http://otel-collector.observability:4317, or unset the protocol",
+            )),
+        };
+    };
+    let endpoint = endpoint.trim();
+    let host = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"));
+    if !host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace)) {
+        return Err(env.error(
+            "OPRC_CRM_OTEL_EXPORTER_ENDPOINT",
+            endpoint,
+            "must be an http:// or https:// URL of an OTLP collector, e.g. \
+             http://otel-collector.observability:4317",
+        ));
+    }
+    let protocol = match protocol.map(str::trim) {
+        None => OtlpProtocol::Grpc,
+        Some(name) => OtlpProtocol::parse(name).ok_or_else(|| {
+            env.error(
+                "OPRC_CRM_OTEL_EXPORTER_PROTOCOL",
+                name,
+                "use grpc, http/protobuf or http/json",
+            )
+        })?,
+    };
+    Ok(Some(OtlpExporter {
+        endpoint: endpoint.to_string(),
+        protocol,
+    }))
 }
 
 fn leader_settings(
@@ -355,6 +399,61 @@ mod tests {
             assert_eq!(err.variable, var, "{err}");
         }
         assert!(Config::from_vars(&mk_vars(&[])).unwrap().nfr.is_none());
+    }
+
+    #[test]
+    fn the_otel_collector_is_optional_and_checked_when_given() {
+        let none = Config::from_vars(&mk_vars(&[])).unwrap();
+        assert_eq!(
+            none.render.otlp, None,
+            "no endpoint: the SDK default applies"
+        );
+        let endpoint = (
+            "OPRC_CRM_OTEL_EXPORTER_ENDPOINT",
+            "http://otel-collector.obs:4317",
+        );
+        let grpc = Config::from_vars(&mk_vars(&[endpoint])).unwrap();
+        assert_eq!(
+            grpc.render.otlp,
+            Some(OtlpExporter {
+                endpoint: "http://otel-collector.obs:4317".into(),
+                protocol: OtlpProtocol::Grpc,
+            })
+        );
+        let http = Config::from_vars(&mk_vars(&[
+            endpoint,
+            ("OPRC_CRM_OTEL_EXPORTER_PROTOCOL", "http/protobuf"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            http.render.otlp.unwrap().protocol,
+            OtlpProtocol::HttpProtobuf
+        );
+        for (pairs, variable) in [
+            (
+                vec![("OPRC_CRM_OTEL_EXPORTER_ENDPOINT", "otel-collector:4317")],
+                "OPRC_CRM_OTEL_EXPORTER_ENDPOINT",
+            ),
+            (
+                vec![("OPRC_CRM_OTEL_EXPORTER_ENDPOINT", "http://")],
+                "OPRC_CRM_OTEL_EXPORTER_ENDPOINT",
+            ),
+            (
+                vec![endpoint, ("OPRC_CRM_OTEL_EXPORTER_PROTOCOL", "udp")],
+                "OPRC_CRM_OTEL_EXPORTER_PROTOCOL",
+            ),
+            (
+                vec![("OPRC_CRM_OTEL_EXPORTER_PROTOCOL", "grpc")],
+                "OPRC_CRM_OTEL_EXPORTER_ENDPOINT",
+            ),
+        ] {
+            let err = Config::from_vars(&mk_vars(&pairs)).unwrap_err();
+            assert_eq!(err.variable, variable, "{err}");
+            assert!(
+                err.problem.contains("e.g.") || err.problem.contains("use grpc"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

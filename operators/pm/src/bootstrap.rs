@@ -61,7 +61,9 @@ pub async fn apply(
         let name = resource_name(&c.name);
         let secret_name = format!("oaas-cluster-{name}");
         let data = secret_data(c)?;
-        if !data.is_empty() {
+        // With TLS the OCluster references the Secret even when it holds nothing (TLS
+        // without verification and without a client certificate needs no file).
+        if !data.is_empty() || c.tls.is_some() {
             let secret = Secret {
                 metadata: ObjectMeta {
                     name: Some(secret_name.clone()),
@@ -82,9 +84,10 @@ pub async fn apply(
         };
         let spec = OClusterSpec {
             endpoint: c.url.clone(),
-            tls: c.tls.as_ref().map(|_| ClusterTls {
+            tls: c.tls.as_ref().map(|tls| ClusterTls {
                 secret_ref: secret_ref.clone(),
                 server_name: None,
+                insecure_skip_verify: tls.insecure,
             }),
             credentials: c.api_key.as_ref().map(|_| SecretKeySelector {
                 name: secret_name.clone(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
@@ -16,7 +16,7 @@ use kube::runtime::finalizer::Event as Finalizer;
 use kube::{Client, ResourceExt};
 use oaas_core::wire::CLUSTER_REGISTRY_FINALIZER;
 use oaas_crds::OCluster;
-use oaas_crds::cluster::{CircuitState, ClusterHealth, OClusterStatus};
+use oaas_crds::cluster::{CircuitState, ClusterHealth, ClusterTls, OClusterStatus};
 use oaas_crds::conditions::{self, Desired, READY};
 use oaas_operator_common::status::StatusWriter;
 use tracing::{info, instrument, warn};
@@ -118,11 +118,12 @@ async fn connection(ctx: &Context, cluster: &OCluster) -> Result<Connection, Str
             let (namespace, name) = (&tls.secret_ref.namespace, &tls.secret_ref.name);
             let data = secret_data(ctx, namespace, name).await?;
             let file = |key: &str| data.get(key).map(|v| v.0.clone());
-            let ca = file("ca.crt").ok_or_else(|| {
-                format!(
+            let ca = file("ca.crt");
+            if ca.is_none() && !tls.insecure_skip_verify {
+                return Err(format!(
                     "TLS Secret {namespace}/{name} has no ca.crt (the CA of the CRM's certificate)"
-                )
-            })?;
+                ));
+            }
             let identity = match (file("tls.crt"), file("tls.key")) {
                 (Some(cert), Some(key)) => Some((cert, key)),
                 (None, None) => None,
@@ -136,6 +137,7 @@ async fn connection(ctx: &Context, cluster: &OCluster) -> Result<Connection, Str
                 ca,
                 identity,
                 server_name: tls.server_name.clone(),
+                insecure: tls.insecure_skip_verify,
             })
         }
     };
@@ -165,6 +167,7 @@ async fn check(cluster: &OCluster, ctx: &Context) -> Result<Action, Error> {
             let status = OClusterStatus {
                 health: ClusterHealth::Unknown,
                 message: Some(problem.clone()),
+                last_checked: Some(Time(Timestamp::now())),
                 ..previous.clone()
             };
             write_status(
@@ -202,6 +205,7 @@ async fn check(cluster: &OCluster, ctx: &Context) -> Result<Action, Error> {
         observed_generation: cluster.metadata.generation,
         circuit: breaker.state,
         consecutive_failures: breaker.consecutive_failures,
+        last_checked: Some(Time(Timestamp::now())),
         ..previous.clone()
     };
     let ready = match outcome {
@@ -215,25 +219,17 @@ async fn check(cluster: &OCluster, ctx: &Context) -> Result<Action, Error> {
             status.kubernetes_version =
                 Some(info.kubernetes_version.clone()).filter(|v| !v.is_empty());
             status.availability = spec.availability.or(Some(info.availability));
-            let has_nodes = info.ready_nodes > 0;
-            if probe.serving && has_nodes {
-                status.health = ClusterHealth::Healthy;
-                status.message = None;
-                Desired::new(
+            let (health, why) = probe.verdict();
+            status.health = health;
+            status.message = why.map(String::from);
+            match why {
+                None => Desired::new(
                     READY,
                     true,
                     "Healthy",
                     "the CRM answers and its cluster has ready nodes",
-                )
-            } else {
-                let why = if probe.serving {
-                    "the CRM reports no ready nodes"
-                } else {
-                    "the CRM is not serving"
-                };
-                status.health = ClusterHealth::Degraded;
-                status.message = Some(why.into());
-                Desired::new(READY, false, "Degraded", why)
+                ),
+                Some(why) => Desired::new(READY, false, "Degraded", why),
             }
         }
         Some(Err(problem)) => {
@@ -265,6 +261,49 @@ async fn check(cluster: &OCluster, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(next_check))
 }
 
+/// Whether the CRM's certificate is verified: `TLSVerified`, for clusters with `spec.tls`.
+/// False while `insecureSkipVerify` is set, so the shortcut stays visible on the OCluster.
+pub const TLS_VERIFIED: &str = "TLSVerified";
+
+fn tls_condition(tls: Option<&ClusterTls>) -> Option<Desired> {
+    let tls = tls?;
+    Some(if tls.insecure_skip_verify {
+        Desired::new(
+            TLS_VERIFIED,
+            false,
+            "InsecureSkipVerify",
+            "spec.tls.insecureSkipVerify is set: the CRM's certificate is not verified, so \
+             anyone on the path can pose as the CRM; for testing only (unset it and put the \
+             CA in ca.crt)",
+        )
+    } else {
+        Desired::new(
+            TLS_VERIFIED,
+            true,
+            "Verified",
+            "the CRM's certificate is verified against ca.crt",
+        )
+    })
+}
+
+/// The conditions after this check: `ready`, and `TLSVerified` while the cluster uses TLS
+/// (dropped when it no longer does).
+fn merged_conditions(
+    cluster: &OCluster,
+    previous: &[Condition],
+    ready: Desired,
+    now: &Time,
+) -> Vec<Condition> {
+    let tls = tls_condition(cluster.spec.tls.as_ref());
+    let kept: Vec<Condition> = previous
+        .iter()
+        .filter(|c| tls.is_some() || c.type_ != TLS_VERIFIED)
+        .cloned()
+        .collect();
+    let desired: Vec<Desired> = std::iter::once(ready).chain(tls).collect();
+    conditions::merge(&kept, &desired, cluster.metadata.generation, now)
+}
+
 async fn write_status(
     ctx: &Context,
     cluster: &OCluster,
@@ -273,16 +312,73 @@ async fn write_status(
     ready: Desired,
 ) -> Result<(), Error> {
     let now = Time(Timestamp::now());
-    status.conditions = conditions::merge(
-        &previous.conditions,
-        &[ready],
-        cluster.metadata.generation,
-        &now,
-    );
+    status.conditions = merged_conditions(cluster, &previous.conditions, ready, &now);
     let health = (previous.health, status.health);
     let api = Api::<OCluster>::all(ctx.client.clone());
     if ctx.status.write(&api, cluster, previous, status).await? && health.0 != health.1 {
         info!(cluster = %cluster.name_any(), from = ?health.0, to = ?health.1, "cluster health changed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oaas_crds::cluster::{OClusterSpec, SecretRef};
+
+    fn mk_cluster(tls: Option<ClusterTls>) -> OCluster {
+        OCluster::new(
+            "spoke-a",
+            OClusterSpec {
+                endpoint: "https://crm:8088".into(),
+                tls,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn mk_tls(insecure_skip_verify: bool) -> ClusterTls {
+        ClusterTls {
+            secret_ref: SecretRef {
+                name: "s".into(),
+                namespace: "ns".into(),
+            },
+            server_name: None,
+            insecure_skip_verify,
+        }
+    }
+
+    fn ready() -> Desired {
+        Desired::new(READY, true, "Healthy", "ok")
+    }
+
+    fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+        conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    #[test]
+    fn insecure_skip_verify_shows_as_tls_verified_false() {
+        let now = Time(Timestamp::now());
+        let insecure = merged_conditions(&mk_cluster(Some(mk_tls(true))), &[], ready(), &now);
+        let tls = condition(&insecure, TLS_VERIFIED).expect("a TLSVerified condition");
+        assert_eq!(
+            (tls.status.as_str(), tls.reason.as_str()),
+            ("False", "InsecureSkipVerify")
+        );
+        assert!(tls.message.contains("testing only"), "{}", tls.message);
+        assert!(conditions::is_true(&insecure, READY));
+
+        let verified =
+            merged_conditions(&mk_cluster(Some(mk_tls(false))), &insecure, ready(), &now);
+        let tls = condition(&verified, TLS_VERIFIED).unwrap();
+        assert_eq!(
+            (tls.status.as_str(), tls.reason.as_str()),
+            ("True", "Verified")
+        );
+
+        // Plaintext: no TLS to verify, and a TLSVerified left from before goes.
+        let plaintext = merged_conditions(&mk_cluster(None), &insecure, ready(), &now);
+        assert!(condition(&plaintext, TLS_VERIFIED).is_none());
+        assert!(condition(&plaintext, READY).is_some());
+    }
 }

@@ -11,6 +11,8 @@ use serde::Deserialize;
 pub struct Config {
     pub server_host: String,
     pub server_port: u16,
+    /// Tokio worker threads (`SERVER_WORKERS`); unset, tokio's default (one per CPU).
+    pub workers: Option<usize>,
     /// Namespace for Secrets made from env-configured credentials.
     pub namespace: String,
     /// Spokes to register, from the CRM_* variables (empty when none are set).
@@ -87,6 +89,7 @@ impl Config {
 
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let env = Env::new(vars);
+        check_storage(&env)?;
         let defaults = Defaults {
             timeout: env.number("CRM_DEFAULT_TIMEOUT", 30)?,
             retries: env.number("CRM_DEFAULT_RETRY_ATTEMPTS", 3)?,
@@ -112,6 +115,7 @@ impl Config {
         Ok(Config {
             server_host: env.get_or("SERVER_HOST", "127.0.0.1").into(),
             server_port: env.number("SERVER_PORT", 8080)?,
+            workers: workers(&env)?,
             namespace: env.get_or("OAAS_PM_NAMESPACE", "oaas-system").into(),
             clusters,
             json_logs: env.flag("OAAS_PM_LOG_JSON", false)?,
@@ -121,6 +125,43 @@ impl Config {
             rest: rest_settings(&env)?,
             leader: leader_settings(&env)?,
         })
+    }
+}
+
+/// `SERVER_WORKERS`: a positive number of runtime worker threads, or unset.
+fn workers(env: &Env) -> Result<Option<usize>, ConfigError> {
+    let workers: Result<Option<usize>, _> = env.optional_number("SERVER_WORKERS");
+    match workers {
+        Ok(Some(0)) => Err(env.error(
+            "SERVER_WORKERS",
+            "0",
+            "must be at least 1, or unset for one per CPU",
+        )),
+        Ok(workers) => Ok(workers),
+        Err(e) => Err(ConfigError {
+            problem: "must be a whole number of threads, at least 1, or unset for one per CPU"
+                .into(),
+            ..e
+        }),
+    }
+}
+
+/// `STORAGE_TYPE`: the seeds' PM kept its state in memory or etcd; this one keeps every
+/// package and deployment as custom resources in the hub's API server, so only a value
+/// meaning that is accepted.
+fn check_storage(env: &Env) -> Result<(), ConfigError> {
+    let Some(value) = env.get("STORAGE_TYPE") else {
+        return Ok(());
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "hub" | "kubernetes" | "crd" => Ok(()),
+        _ => Err(env.error(
+            "STORAGE_TYPE",
+            value,
+            "this package manager stores everything as custom resources in the hub's \
+             Kubernetes API server (its etcd is the store); there is no other storage to \
+             choose: unset STORAGE_TYPE (or set it to hub)",
+        )),
     }
 }
 
@@ -169,6 +210,7 @@ fn rest_settings(env: &Env) -> Result<crate::rest::Settings, ConfigError> {
         auth,
         body_limit: env.number("OAAS_PM_REST_BODY_LIMIT_BYTES", 1024 * 1024)?,
         timeout: env.seconds("OAAS_PM_REST_TIMEOUT_SECONDS", 30)?,
+        health_cache_ttl: env.seconds("CRM_HEALTH_CACHE_TTL", 15)?,
     })
 }
 

@@ -108,9 +108,13 @@ mod tests {
             "{message}"
         );
 
-        let err = convert("name: a\ndeployments: [{key: d, class_key: C}]\n", None).unwrap_err();
+        let err = convert(
+            "name: a\ndeployments: [{key: d, class_key: C, env_templates: {x: fast}}]\n",
+            None,
+        )
+        .unwrap_err();
         assert!(
-            format!("{err:#}").contains("deployments[0].target_envs"),
+            format!("{err:#}").contains("deployments[0].env_templates.x"),
             "{err:#}"
         );
         assert!(convert("", None).is_err());

@@ -21,11 +21,11 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use oaas_core::decide::{self, Acted, Decision, Held, Inputs, Plan};
 use oaas_core::placement::ClusterView;
-use oaas_core::resolve::{Problem, resolve_class};
+use oaas_core::resolve::{Packages, Problem, ResolvedClass, resolve_class};
 use oaas_core::rollout::Rollout;
 use oaas_core::tenancy;
 use oaas_core::wire::{CORRELATION_ANNOTATION, SPOKE_CLEANUP_FINALIZER};
-use oaas_crds::class_deployment::OClassDeploymentStatus;
+use oaas_crds::class_deployment::{OClassDeploymentSpec, OClassDeploymentStatus};
 use oaas_crds::cluster::OClusterStatus;
 use oaas_crds::common::Phase;
 use oaas_crds::conditions::{self, READY};
@@ -217,17 +217,7 @@ fn gather(cd: &OClassDeployment, ctx: &Context) -> Inputs {
             .get(&ObjectRef::new(name).within(&namespace))
             .map(|p| (*p).clone())
     };
-    let resolved = match lookup(&cd.spec.package) {
-        None => Err(Problem {
-            reason: "PackageNotFound",
-            message: format!("OPackage {namespace}/{} does not exist", cd.spec.package),
-        }),
-        Some(p) if p.spec.disabled => Err(Problem {
-            reason: "PackageDisabled",
-            message: format!("OPackage {} is disabled", cd.spec.package),
-        }),
-        Some(p) => resolve_class(&cd.spec, &p, &lookup),
-    };
+    let resolved = resolve(&cd.spec, &namespace, lookup(&cd.spec.package), &lookup);
     let now = Timestamp::now();
     let clusters = cluster_views(ctx, now);
     let reported = clusters
@@ -254,6 +244,50 @@ fn gather(cd: &OClassDeployment, ctx: &Context) -> Inputs {
     }
 }
 
+/// What a deployment runs, or why it cannot run: its package must exist and be enabled,
+/// and so must its class. A disabled package or class blocks the rollout as a missing one
+/// does: nothing is sent or removed (runtimes already in the spokes stay as they are) and
+/// the status says why, until it is enabled again.
+fn resolve(
+    spec: &OClassDeploymentSpec,
+    namespace: &str,
+    package: Option<OPackage>,
+    packages: &impl Packages,
+) -> Result<ResolvedClass, Problem> {
+    let name = &spec.package;
+    let Some(package) = package else {
+        return Err(Problem {
+            reason: "PackageNotFound",
+            message: format!("OPackage {namespace}/{name} does not exist"),
+        });
+    };
+    if package.spec.disabled {
+        return Err(Problem {
+            reason: "PackageDisabled",
+            message: format!(
+                "OPackage {namespace}/{name} is disabled: set its spec.disabled to false to \
+                 roll out its classes"
+            ),
+        });
+    }
+    let key = &spec.class_key;
+    if package
+        .spec
+        .classes
+        .iter()
+        .any(|c| &c.key == key && c.disabled)
+    {
+        return Err(Problem {
+            reason: "ClassDisabled",
+            message: format!(
+                "class {key} of OPackage {namespace}/{name} is disabled: set disabled to false \
+                 on class {key} in the package's spec.classes to roll it out"
+            ),
+        });
+    }
+    resolve_class(spec, &package, packages)
+}
+
 /// A view of every OCluster the hub knows.
 fn cluster_views(ctx: &Context, now: Timestamp) -> Vec<ClusterView> {
     ctx.clusters
@@ -273,6 +307,8 @@ fn cluster_view(cluster: &OCluster, ctx: &Context, now: Timestamp) -> ClusterVie
         availability: status.availability,
         unready_for: unready_for(&status, now),
         namespace_prefix: cluster.spec.namespace_prefix.clone(),
+        default: cluster.spec.default,
+        ready_nodes: status.ready_nodes,
         name,
     }
 }
@@ -445,6 +481,87 @@ async fn cleanup(cd: &OClassDeployment, ctx: &Context) -> Result<Action, Error> 
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    fn mk_package(package_disabled: bool, class_disabled: bool) -> OPackage {
+        use oaas_crds::package::{ClassSpec, OPackageSpec};
+        OPackage::new(
+            "shop",
+            OPackageSpec {
+                classes: vec![
+                    ClassSpec {
+                        key: "Cart".into(),
+                        disabled: class_disabled,
+                        ..Default::default()
+                    },
+                    ClassSpec {
+                        key: "Order".into(),
+                        ..Default::default()
+                    },
+                ],
+                disabled: package_disabled,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn mk_spec(class: &str) -> OClassDeploymentSpec {
+        OClassDeploymentSpec {
+            package: "shop".into(),
+            class_key: class.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_disabled_class_is_not_rolled_out_and_says_how_to_enable_it() {
+        let none = |_: &str| None::<OPackage>;
+        let problem = resolve(
+            &mk_spec("Cart"),
+            "team",
+            Some(mk_package(false, true)),
+            &none,
+        )
+        .unwrap_err();
+        assert_eq!(problem.reason, "ClassDisabled");
+        for part in ["class Cart", "OPackage team/shop", "disabled to false"] {
+            assert!(
+                problem.message.contains(part),
+                "{part}: {}",
+                problem.message
+            );
+        }
+        // The package's other classes still roll out; so does the class once enabled.
+        assert!(
+            resolve(
+                &mk_spec("Order"),
+                "team",
+                Some(mk_package(false, true)),
+                &none
+            )
+            .is_ok()
+        );
+        assert!(
+            resolve(
+                &mk_spec("Cart"),
+                "team",
+                Some(mk_package(false, false)),
+                &none
+            )
+            .is_ok()
+        );
+        // A disabled package blocks every class, and is named first.
+        let problem = resolve(
+            &mk_spec("Cart"),
+            "team",
+            Some(mk_package(true, true)),
+            &none,
+        )
+        .unwrap_err();
+        assert_eq!(problem.reason, "PackageDisabled");
+        assert!(problem.message.contains("spec.disabled to false"));
+        let problem = resolve(&mk_spec("Cart"), "team", None, &none).unwrap_err();
+        assert_eq!(problem.reason, "PackageNotFound");
+    }
 
     #[test]
     fn ids_map_back_to_the_object() {

@@ -11,6 +11,7 @@ mod convert;
 mod deployment_controller;
 mod document;
 mod error;
+mod insecure_tls;
 mod metrics;
 mod package_controller;
 mod registry;
@@ -37,14 +38,30 @@ use crate::scope::Scope;
 
 pub use error::Error;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "convert") {
         return convert::run(&args[1..]);
     }
     let config = Config::from_env()?;
+    runtime(config.workers)?.block_on(run(config))
+}
+
+/// The multi-threaded runtime, with `SERVER_WORKERS` worker threads when set.
+fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    builder.build().context("starting the async runtime")
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     oaas_operator_common::init_tracing(config.json_logs);
+    if let Some(workers) = config.workers {
+        info!(workers, "runtime worker threads (SERVER_WORKERS)");
+    }
     let client = oaas_operator_common::kube_client().await?;
     bootstrap::apply(&client, &config.namespace, &config.clusters).await?;
 
@@ -169,4 +186,14 @@ async fn hub_name(client: &kube::Client, configured: Option<String>) -> anyhow::
         .metadata
         .uid
         .context("the kube-system namespace has no uid; set OAAS_PM_HUB_NAME")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_workers_sets_the_runtime_worker_threads() {
+        let runtime = super::runtime(Some(3)).unwrap();
+        assert_eq!(runtime.metrics().num_workers(), 3);
+        assert!(super::runtime(None).unwrap().metrics().num_workers() >= 1);
+    }
 }

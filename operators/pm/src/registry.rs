@@ -17,6 +17,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tracing::{debug, info, warn};
 
 use crate::breaker::Breaker;
+use crate::insecure_tls::AnyCertificate;
 
 /// Adds the cluster's bearer token, when it has one, to every call.
 #[derive(Clone, Default)]
@@ -47,12 +48,14 @@ const MAX_RESPONSE_BYTES: usize = 64 << 20;
 /// TLS towards a spoke, from the Secret its OCluster references.
 #[derive(Clone, PartialEq)]
 pub struct TlsMaterial {
-    /// PEM of the CA that signed the CRM's certificate.
-    pub ca: Vec<u8>,
+    /// PEM of the CA that signed the CRM's certificate (unused when `insecure`).
+    pub ca: Option<Vec<u8>>,
     /// PEM certificate and key presented to the CRM (mutual TLS).
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
     /// Name to verify the CRM's certificate against instead of the endpoint's host.
     pub server_name: Option<String>,
+    /// Accept any certificate from the CRM (`insecureSkipVerify`, testing only).
+    pub insecure: bool,
 }
 
 /// Everything a spoke's channel is built from: a change to any of it replaces the channel.
@@ -87,17 +90,27 @@ impl Spoke {
             .keep_alive_timeout(Duration::from_secs(5));
         match (endpoint.starts_with("https://"), &connection.tls) {
             (true, Some(tls)) => {
-                let mut config =
-                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca));
+                let mut config = ClientTlsConfig::new();
                 if let Some((cert, key)) = &tls.identity {
                     config = config.identity(Identity::from_pem(cert, key));
                 }
                 if let Some(server_name) = &tls.server_name {
                     config = config.domain_name(server_name.clone());
                 }
-                channel = channel
-                    .tls_config(config)
-                    .map_err(|e| format!("TLS settings: {e}"))?;
+                channel = match (&tls.ca, tls.insecure) {
+                    (_, true) => {
+                        channel.tls_config_with_verifier(config, AnyCertificate::verifier())
+                    }
+                    (Some(ca), false) => {
+                        channel.tls_config(config.ca_certificate(Certificate::from_pem(ca)))
+                    }
+                    (None, false) => {
+                        return Err("no CA to verify the CRM's certificate with: put ca.crt \
+                                    in the TLS Secret"
+                            .into());
+                    }
+                }
+                .map_err(|e| format!("TLS settings: {e}"))?;
             }
             (true, None) => {
                 return Err(format!(
@@ -234,6 +247,12 @@ impl Registry {
             return;
         }
         info!(cluster = %spoke.name, endpoint = %spoke.connection.endpoint, "registering spoke");
+        if spoke.connection.tls.as_ref().is_some_and(|t| t.insecure) {
+            warn!(
+                cluster = %spoke.name,
+                "insecureSkipVerify: the CRM's certificate is not verified (testing only)"
+            );
+        }
         let watch = tokio::spawn(watch_statuses(
             format!("{}/", self.hub),
             spoke.clone(),
@@ -350,4 +369,32 @@ async fn follow(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_connection(tls: Option<TlsMaterial>) -> Connection {
+        Connection {
+            endpoint: "https://127.0.0.1:9".into(),
+            timeout: Duration::from_millis(200),
+            retries: 0,
+            token: None,
+            tls,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_https_spoke_needs_a_ca_unless_verification_is_skipped() {
+        let tls = |insecure| TlsMaterial {
+            ca: None,
+            identity: None,
+            server_name: None,
+            insecure,
+        };
+        assert!(Spoke::new("a", mk_connection(Some(tls(true)))).is_ok());
+        let problem = Spoke::new("a", mk_connection(Some(tls(false)))).err();
+        assert!(problem.is_some_and(|p| p.contains("ca.crt")));
+    }
 }

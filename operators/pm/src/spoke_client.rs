@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oaas_core::wire::CORRELATION_HEADER;
+use oaas_crds::cluster::ClusterHealth;
 use oaas_proto::crm::{ClusterInfo, GetClusterInfoRequest};
 use oaas_proto::deployment as pb;
 use tonic_health::pb::HealthCheckRequest;
@@ -74,6 +75,20 @@ enum Retries {
 pub struct Probe {
     pub serving: bool,
     pub info: ClusterInfo,
+}
+
+impl Probe {
+    /// Healthy when the CRM serves and its cluster has ready nodes; else Degraded, and why.
+    pub fn verdict(&self) -> (ClusterHealth, Option<&'static str>) {
+        match (self.serving, self.info.ready_nodes > 0) {
+            (true, true) => (ClusterHealth::Healthy, None),
+            (true, false) => (
+                ClusterHealth::Degraded,
+                Some("the CRM reports no ready nodes"),
+            ),
+            (false, _) => (ClusterHealth::Degraded, Some("the CRM is not serving")),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -203,6 +218,24 @@ impl SpokeClient {
         })
     }
 
+    /// A health check on behalf of the REST facade, when the last one is too old: like
+    /// [`Self::probe`], but not through an open circuit nor to a cluster not registered
+    /// (this replica is not the leader, or the cluster's settings are invalid).
+    pub async fn refresh(&self, cluster: &str) -> Result<Probe, SpokeError> {
+        let spoke = self.callable(cluster)?;
+        self.probe(&spoke).await
+    }
+
+    /// The registered spoke `cluster`, unless its circuit is open.
+    fn callable(&self, cluster: &str) -> Result<Spoke, SpokeError> {
+        if self.registry.circuit_open(cluster) {
+            return Err(SpokeError::CircuitOpen(cluster.to_string()));
+        }
+        self.registry
+            .get(cluster)
+            .ok_or_else(|| SpokeError::NotRegistered(cluster.to_string()))
+    }
+
     /// A call to a registered spoke whose circuit is not open, retried on transient
     /// failures with a capped exponential backoff.
     async fn call<T, F, Fut>(
@@ -216,13 +249,7 @@ impl SpokeClient {
         F: FnMut(&Spoke) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        if self.registry.circuit_open(cluster) {
-            return Err(SpokeError::CircuitOpen(cluster.to_string()));
-        }
-        let spoke = self
-            .registry
-            .get(cluster)
-            .ok_or_else(|| SpokeError::NotRegistered(cluster.to_string()))?;
+        let spoke = self.callable(cluster)?;
         let tries = match retries {
             Retries::AsConfigured => spoke.connection.retries + 1,
             Retries::None => 1,
@@ -331,6 +358,22 @@ mod tests {
             Err(SpokeError::Failed { .. } | SpokeError::Timeout { .. })
         ));
         assert!(client.metrics.encode().contains("method=\"Deploy\""));
+    }
+
+    #[tokio::test]
+    async fn a_refresh_goes_through_neither_an_open_circuit_nor_to_an_unknown_cluster() {
+        let client = mk_client();
+        assert!(matches!(
+            client.refresh("spoke-z").await,
+            Err(SpokeError::NotRegistered(_))
+        ));
+        let mut breaker = Breaker::default();
+        breaker.failure(Instant::now(), 1);
+        client.registry.set_breaker("spoke-a", breaker);
+        assert!(matches!(
+            client.refresh("spoke-a").await,
+            Err(SpokeError::CircuitOpen(_))
+        ));
     }
 
     #[tokio::test]

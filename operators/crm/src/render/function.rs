@@ -52,7 +52,8 @@ pub(super) fn render(
     let p = &f.provision_config;
     let port = container_port(p);
     let url = format!("http://{name}.{}.svc.cluster.local:{port}", base.namespace);
-    let container = container(runtime, f, odgm);
+    let otel = super::telemetry::otel_env(runtime, f, &name, ctx.settings.otlp.as_ref());
+    let container = container(runtime, f, odgm, otel);
     let (min, max) = scale_bounds(p);
 
     if template == Template::Knative {
@@ -174,11 +175,21 @@ pub fn scale_bounds(p: &ProvisionConfig) -> (u32, u32) {
     (min, p.max_scale.unwrap_or(min).max(min))
 }
 
-fn container(runtime: &ClassRuntime, f: &RuntimeFunction, odgm: Option<&OdgmEnv>) -> Container {
+fn container(
+    runtime: &ClassRuntime,
+    f: &RuntimeFunction,
+    odgm: Option<&OdgmEnv>,
+    otel: BTreeMap<String, String>,
+) -> Container {
     let p = &f.provision_config;
     // The platform's variables win over config entries of the same name (seed packages set
     // HTTP_PORT themselves): a name may appear once, or the API server rejects the apply.
     let mut vars = f.config.clone();
+    // OpenTelemetry variables are defaults the other way round: a function's config entry of
+    // the same name (say OTEL_SERVICE_NAME or OTEL_EXPORTER_OTLP_ENDPOINT) is kept.
+    for (name, value) in otel {
+        vars.entry(name).or_insert(value);
+    }
     vars.insert("OAAS_CLASS_KEY".into(), runtime.spec.class_key.clone());
     vars.insert("OAAS_FUNCTION_KEY".into(), f.function_key.clone());
     vars.insert("OAAS_PACKAGE".into(), runtime.spec.package_name.clone());

@@ -3,6 +3,7 @@
 mod function;
 mod odgm;
 mod settings;
+mod telemetry;
 
 use std::collections::BTreeMap;
 
@@ -18,7 +19,7 @@ use crate::template;
 
 pub use function::{container_port, cpu_target, scale_bounds};
 pub use odgm::collections_json;
-pub use settings::{Features, OdgmSettings, Profile, Settings};
+pub use settings::{Features, OdgmSettings, OtlpExporter, OtlpProtocol, Profile, Settings};
 
 pub const MANAGED_BY: &str = "oaas-crm";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";

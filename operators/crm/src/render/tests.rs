@@ -80,6 +80,7 @@ fn render_with(
         profile,
         features,
         odgm: mk_odgm_settings(),
+        otlp: None,
     };
     render(
         runtime,
@@ -96,6 +97,7 @@ fn render_enforced(runtime: &ClassRuntime, hpa: bool, enforced: &[(&str, u32)]) 
         profile: Profile::Full,
         features: mk_features(false, hpa, false),
         odgm: mk_odgm_settings(),
+        otlp: None,
     };
     let enforced = enforced.iter().map(|(k, r)| (k.to_string(), *r)).collect();
     render(
@@ -438,4 +440,225 @@ fn the_knative_template_without_knative_is_a_problem_that_says_so() {
         rendered.children.is_empty(),
         "nothing to apply Knative Services to"
     );
+}
+
+// --- telemetry --------------------------------------------------------------------------------
+
+fn mk_telemetry() -> oaas_crds::telemetry::TelemetrySpec {
+    oaas_crds::telemetry::TelemetrySpec {
+        enabled: true,
+        resource_attributes: [
+            ("team".to_string(), "shop".to_string()),
+            ("deployment.environment".to_string(), "prod, eu".to_string()),
+        ]
+        .into(),
+        ..Default::default()
+    }
+}
+
+fn render_otel(runtime: &ClassRuntime, otlp: Option<OtlpExporter>, knative: bool) -> Rendered {
+    let settings = Settings {
+        profile: Profile::Full,
+        features: mk_features(false, false, knative),
+        odgm: mk_odgm_settings(),
+        otlp,
+    };
+    render(
+        runtime,
+        &RenderContext {
+            settings: &settings,
+            knative_installed: knative,
+            enforced: &Default::default(),
+        },
+    )
+}
+
+fn mk_collector() -> OtlpExporter {
+    OtlpExporter {
+        endpoint: "http://otel-collector.obs:4317".into(),
+        protocol: OtlpProtocol::Grpc,
+    }
+}
+
+fn function_env(rendered: &Rendered, name: &str) -> std::collections::BTreeMap<String, Value> {
+    let deployment = child(rendered, ChildKind::Deployment, name);
+    env(&deployment["spec"]["template"]["spec"]["containers"][0])
+}
+
+fn otel_names(env: &std::collections::BTreeMap<String, Value>) -> Vec<&str> {
+    env.keys()
+        .map(String::as_str)
+        .filter(|k| k.starts_with("OTEL_"))
+        .collect()
+}
+
+#[test]
+fn enabled_telemetry_gives_every_function_the_otel_variables() {
+    let mut runtime = mk_runtime(
+        vec![
+            mk_function("echo", 1, 1),
+            mk_function("Record.update", 1, 1),
+        ],
+        false,
+        None,
+    );
+    runtime.spec.deployment_id = "hub/team/record".into();
+    runtime.spec.target_cluster = Some("spoke-a".into());
+    runtime.spec.telemetry = Some(mk_telemetry());
+    let rendered = render_otel(&runtime, Some(mk_collector()), false);
+
+    let env = function_env(&rendered, "shop-record-echo");
+    assert_eq!(
+        env["OTEL_SERVICE_NAME"], "shop-record-echo",
+        "the workload name"
+    );
+    assert_eq!(
+        env["OTEL_RESOURCE_ATTRIBUTES"],
+        "deployment.environment=prod%2C%20eu,oaas.class=Record,oaas.cluster=spoke-a,\
+         oaas.deployment.id=hub/team/record,oaas.function=echo,oaas.package=shop,team=shop",
+        "sorted by key, user and platform attributes, values encoded"
+    );
+    assert_eq!(env["OTEL_TRACES_EXPORTER"], "otlp");
+    assert_eq!(env["OTEL_METRICS_EXPORTER"], "otlp");
+    assert_eq!(env["OTEL_LOGS_EXPORTER"], "none", "logs are off by default");
+    assert_eq!(env["OTEL_TRACES_SAMPLER"], "parentbased_traceidratio");
+    assert_eq!(env["OTEL_TRACES_SAMPLER_ARG"], "0.1");
+    assert_eq!(
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"],
+        "http://otel-collector.obs:4317"
+    );
+    assert_eq!(env["OTEL_EXPORTER_OTLP_PROTOCOL"], "grpc");
+    assert_eq!(
+        env["GREETING"], "hi",
+        "the function's config is still there"
+    );
+
+    let update = function_env(&rendered, "shop-record-record-update");
+    assert_eq!(update["OTEL_SERVICE_NAME"], "shop-record-record-update");
+    assert!(
+        update["OTEL_RESOURCE_ATTRIBUTES"]
+            .as_str()
+            .unwrap()
+            .contains("oaas.function=Record.update,")
+    );
+    assert!(
+        rendered.children.iter().all(|c| {
+            c.kind != ChildKind::Deployment || c.object.to_string().contains("OTEL_SERVICE_NAME")
+        }),
+        "every function Deployment"
+    );
+}
+
+#[test]
+fn toggles_rate_and_service_name_are_followed_and_rendering_is_deterministic() {
+    let mut runtime = mk_runtime(vec![mk_function("echo", 1, 1)], false, None);
+    runtime.spec.telemetry = Some(oaas_crds::telemetry::TelemetrySpec {
+        traces: false,
+        metrics: false,
+        logs: true,
+        sampling_rate: 1.0,
+        service_name: Some("shop-records".into()),
+        ..mk_telemetry()
+    });
+    let collector = OtlpExporter {
+        protocol: OtlpProtocol::HttpProtobuf,
+        ..mk_collector()
+    };
+    let rendered = render_otel(&runtime, Some(collector.clone()), false);
+    let env = function_env(&rendered, "shop-record-echo");
+    assert_eq!(env["OTEL_SERVICE_NAME"], "shop-records");
+    assert_eq!(env["OTEL_TRACES_EXPORTER"], "none");
+    assert_eq!(env["OTEL_METRICS_EXPORTER"], "none");
+    assert_eq!(env["OTEL_LOGS_EXPORTER"], "otlp");
+    assert_eq!(env["OTEL_TRACES_SAMPLER_ARG"], "1");
+    assert_eq!(env["OTEL_EXPORTER_OTLP_PROTOCOL"], "http/protobuf");
+    assert_eq!(
+        render_otel(&runtime, Some(collector), false),
+        rendered,
+        "the same runtime renders the same objects"
+    );
+}
+
+#[test]
+fn without_a_collector_setting_everything_but_the_endpoint_is_rendered() {
+    let mut runtime = mk_runtime(vec![mk_function("echo", 1, 1)], false, None);
+    runtime.spec.telemetry = Some(mk_telemetry());
+    let env = function_env(&render_otel(&runtime, None, false), "shop-record-echo");
+    assert_eq!(
+        otel_names(&env),
+        [
+            "OTEL_LOGS_EXPORTER",
+            "OTEL_METRICS_EXPORTER",
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "OTEL_SERVICE_NAME",
+            "OTEL_TRACES_EXPORTER",
+            "OTEL_TRACES_SAMPLER",
+            "OTEL_TRACES_SAMPLER_ARG",
+        ],
+        "the SDK's default endpoint and protocol apply"
+    );
+}
+
+#[test]
+fn disabled_or_absent_telemetry_renders_no_otel_variables() {
+    let mut runtime = mk_runtime(vec![mk_function("echo", 1, 1)], false, None);
+    let absent = function_env(
+        &render_otel(&runtime, Some(mk_collector()), false),
+        "shop-record-echo",
+    );
+    assert!(otel_names(&absent).is_empty(), "{absent:?}");
+    runtime.spec.telemetry = Some(oaas_crds::telemetry::TelemetrySpec {
+        enabled: false,
+        ..mk_telemetry()
+    });
+    let disabled = function_env(
+        &render_otel(&runtime, Some(mk_collector()), false),
+        "shop-record-echo",
+    );
+    assert!(otel_names(&disabled).is_empty(), "{disabled:?}");
+    assert_eq!(absent, disabled);
+}
+
+#[test]
+fn a_function_config_entry_wins_over_the_rendered_otel_variable() {
+    let mut function = mk_function("echo", 1, 1);
+    function
+        .config
+        .insert("OTEL_SERVICE_NAME".into(), "my-own-name".into());
+    function.config.insert(
+        "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+        "http://sidecar:4317".into(),
+    );
+    let mut runtime = mk_runtime(vec![function], false, None);
+    runtime.spec.telemetry = Some(mk_telemetry());
+    let rendered = render_otel(&runtime, Some(mk_collector()), false);
+    let deployment = child(&rendered, ChildKind::Deployment, "shop-record-echo");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let env = env(container);
+    assert_eq!(env["OTEL_SERVICE_NAME"], "my-own-name");
+    assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://sidecar:4317");
+    assert_eq!(
+        env["OTEL_TRACES_EXPORTER"], "otlp",
+        "the rest is still rendered"
+    );
+    assert_eq!(
+        container["env"].as_array().unwrap().len(),
+        env.len(),
+        "each variable once"
+    );
+}
+
+#[test]
+fn knative_functions_get_the_otel_variables_too() {
+    let mut runtime = mk_runtime(
+        vec![mk_function("echo", 1, 1)],
+        false,
+        Some(Template::Knative),
+    );
+    runtime.spec.telemetry = Some(mk_telemetry());
+    let rendered = render_otel(&runtime, Some(mk_collector()), true);
+    let ksvc = child(&rendered, ChildKind::KnativeService, "shop-record-echo");
+    let env = env(&ksvc["spec"]["template"]["spec"]["containers"][0]);
+    assert_eq!(env["OTEL_SERVICE_NAME"], "shop-record-echo");
+    assert_eq!(env["OTEL_TRACES_SAMPLER"], "parentbased_traceidratio");
 }

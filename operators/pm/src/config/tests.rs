@@ -223,3 +223,71 @@ fn the_hub_name_is_optional_and_must_be_a_dns_label() {
         assert_eq!(err.variable, "OAAS_PM_HUB_NAME", "{bad}");
     }
 }
+
+#[test]
+fn tls_insecure_reaches_the_cluster_in_both_forms() {
+    let listed = parse(&[
+        ("CRM_CLUSTERS", "a"),
+        ("CRM_CLUSTER_A_URL", "https://a:1"),
+        ("CRM_CLUSTER_A_TLS_INSECURE", "true"),
+    ])
+    .unwrap();
+    let tls = listed.clusters[0].tls.as_ref().expect("TLS inferred");
+    assert!(tls.insecure && tls.ca_cert.is_none());
+    let json = r#"{"b": {"url": "https://b:1", "tls": {"insecure": true}}, "c": {"url": "https://c:1", "tls": {"ca_cert": "/ca.pem"}}}"#;
+    let config = parse(&[("CRM_CLUSTERS_JSON", json)]).unwrap();
+    assert!(config.clusters[0].tls.as_ref().unwrap().insecure);
+    assert!(!config.clusters[1].tls.as_ref().unwrap().insecure);
+    let err = parse(&[
+        ("CRM_CLUSTERS", "a"),
+        ("CRM_CLUSTER_A_URL", "https://a:1"),
+        ("CRM_CLUSTER_A_TLS_INSECURE", "sometimes"),
+    ])
+    .unwrap_err();
+    assert_eq!(err.variable, "CRM_CLUSTER_A_TLS_INSECURE");
+}
+
+#[test]
+fn the_health_cache_ttl_defaults_to_15_seconds() {
+    use std::time::Duration;
+    assert_eq!(
+        parse(&[]).unwrap().rest.health_cache_ttl,
+        Duration::from_secs(15)
+    );
+    let set = parse(&[("CRM_HEALTH_CACHE_TTL", "60")]).unwrap();
+    assert_eq!(set.rest.health_cache_ttl, Duration::from_secs(60));
+    let err = parse(&[("CRM_HEALTH_CACHE_TTL", "soon")]).unwrap_err();
+    assert_eq!(err.variable, "CRM_HEALTH_CACHE_TTL");
+}
+
+#[test]
+fn server_workers_is_a_positive_thread_count_or_unset() {
+    assert_eq!(parse(&[]).unwrap().workers, None);
+    assert_eq!(
+        parse(&[("SERVER_WORKERS", " 4 ")]).unwrap().workers,
+        Some(4)
+    );
+    for bad in ["0", "-1", "four", "2.5"] {
+        let err = parse(&[("SERVER_WORKERS", bad)]).unwrap_err();
+        assert_eq!(err.variable, "SERVER_WORKERS", "{bad}");
+        assert!(err.problem.contains("at least 1"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn storage_type_other_than_the_hub_stops_start_up() {
+    for fine in ["hub", "Kubernetes", "crd", ""] {
+        assert!(parse(&[("STORAGE_TYPE", fine)]).is_ok(), "{fine:?}");
+    }
+    for other in ["memory", "etcd", "postgres"] {
+        let err = parse(&[("STORAGE_TYPE", other)]).unwrap_err();
+        assert_eq!(err.variable, "STORAGE_TYPE");
+        assert_eq!(err.value, other);
+        let message = err.to_string();
+        assert!(
+            message.contains("hub's Kubernetes API server")
+                && message.contains("unset STORAGE_TYPE"),
+            "{message}"
+        );
+    }
+}

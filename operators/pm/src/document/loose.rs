@@ -6,8 +6,8 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::str::FromStr;
 
-use serde::Deserializer;
 use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer};
 
 /// A scalar of any kind, as its text.
 struct ScalarText;
@@ -93,6 +93,15 @@ pub fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, St
     d.deserialize_any(Pairs)
 }
 
+/// A value whose `null` (as other OaaS clients write absent lists) means its default.
+pub fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// An optional number that may also be written as a quoted string.
 pub fn opt_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
@@ -147,6 +156,8 @@ mod tests {
         config: BTreeMap<String, String>,
         #[serde(default, deserialize_with = "super::opt_number")]
         min_scale: Option<u32>,
+        #[serde(default, deserialize_with = "super::null_default")]
+        targets: Vec<String>,
     }
 
     #[test]
@@ -165,9 +176,11 @@ mod tests {
 
     #[test]
     fn nulls_are_no_value_and_bad_numbers_say_why() {
-        let s: Sample = serde_json::from_str(r#"{"version": null, "config": null}"#).unwrap();
+        let s: Sample =
+            serde_json::from_str(r#"{"version": null, "config": null, "targets": null}"#).unwrap();
         assert_eq!(s.version, None);
         assert!(s.config.is_empty());
+        assert!(s.targets.is_empty());
         let err = serde_json::from_str::<Sample>(r#"{"min_scale": "two"}"#).unwrap_err();
         assert!(err.to_string().contains("not a whole number"), "{err}");
         let err = serde_json::from_str::<Sample>(r#"{"min_scale": -1}"#).unwrap_err();

@@ -1,13 +1,14 @@
 //! Document ↔ resource mapping. Requests are checked here only for what the API server
 //! cannot express in these terms (which document field is wrong); everything else is left
 //! to the CRD schema and CEL rules, so REST and kubectl reject the same things.
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
-use oaas_crds::class_deployment::FunctionOverride;
+use oaas_crds::class_deployment::{self as cd, FunctionOverride};
 use oaas_crds::common::{self, OdgmSpec, Phase, Template};
 use oaas_crds::package::{self as crd, OPackageSpec};
+use oaas_crds::telemetry::{TelemetrySpec, check_telemetry};
 use oaas_crds::validation::check_log_filter;
 use oaas_crds::validation::resource_name;
 use oaas_crds::{OClassDeployment, OClassDeploymentSpec, OPackage};
@@ -15,7 +16,7 @@ use oaas_crds::{OClassDeployment, OClassDeploymentSpec, OPackage};
 use super::{
     Class, Deployment, DeploymentCondition, DeploymentStatusSummary, Function, FunctionBinding,
     FunctionDeployment, KeySpec, NfrRequirements, Odgm, Package, PackageMetadata, ProvisionConfig,
-    StateSpec,
+    QosRequirement, StateSpec, Telemetry,
 };
 
 /// The deployment key as written, kept on the OClassDeployment whose name is its DNS form.
@@ -151,24 +152,15 @@ pub fn deployment_resource(
     if doc.package_name.is_empty() {
         return Err(problem("package_name", "name the package of the class"));
     }
-    let targets = if doc.target_envs.is_empty() {
-        &doc.available_envs
-    } else {
-        &doc.target_envs
-    };
-    if targets.is_empty() {
-        return Err(problem(
-            "target_envs",
-            "name at least one cluster to deploy to (GET /api/v1/clusters lists them)",
-        ));
-    }
     let spec = OClassDeploymentSpec {
         package: doc.package_name.clone(),
         class_key: doc.class_key.clone(),
-        target_clusters: targets.clone(),
+        target_clusters: doc.target_envs.clone(),
         cluster_selector: None,
+        available_clusters: doc.available_envs.clone(),
         target_env: None,
-        template: template(doc)?,
+        template: None,
+        cluster_templates: cluster_templates(doc)?,
         nfr: nfr_spec(&doc.nfr_requirements)?,
         functions: doc
             .functions
@@ -177,9 +169,16 @@ pub fn deployment_resource(
                 function_key: f.function_key.clone(),
                 provision_config: f.provision_config.as_ref().map(provision_spec),
                 config: f.config.clone(),
+                description: f.description.clone(),
+                available_location: f.available_location.clone(),
+                qos_requirement: f.qos_requirement.as_ref().map(|q| cd::QosRequirement {
+                    throughput: q.throughput,
+                    availability: q.availability,
+                }),
             })
             .collect(),
         odgm: doc.odgm.as_ref().map(odgm_spec).transpose()?,
+        telemetry: doc.telemetry.as_ref().map(telemetry_spec).transpose()?,
         enforcement_mode: doc.enforcement_mode,
         failover_grace_seconds: None,
     };
@@ -192,28 +191,22 @@ pub fn deployment_resource(
     Ok(deployment)
 }
 
-fn template(doc: &Deployment) -> Result<Option<Template>, MappingError> {
-    let names: BTreeSet<&str> = doc.env_templates.values().map(String::as_str).collect();
-    if names.len() > 1 {
-        return Err(problem(
-            "env_templates",
-            "name one template for every cluster; a deployment renders alike everywhere",
-        ));
-    }
-    names
-        .into_iter()
-        .next()
-        .map(|name| {
-            Template::parse(name).ok_or_else(|| {
-                problem(
-                    "env_templates",
-                    format!(
-                        "unknown template {name:?}; use dev, edge, k8s_deployment (full) or knative"
-                    ),
-                )
-            })
+fn cluster_templates(doc: &Deployment) -> Result<BTreeMap<String, Template>, MappingError> {
+    doc.env_templates
+        .iter()
+        .map(|(cluster, name)| {
+            Template::parse(name)
+                .map(|template| (cluster.clone(), template))
+                .ok_or_else(|| {
+                    problem(
+                        format!("env_templates.{cluster}"),
+                        format!(
+                            "unknown template {name:?}; use dev, edge, k8s_deployment (full) or knative"
+                        ),
+                    )
+                })
         })
-        .transpose()
+        .collect()
 }
 
 fn nfr_spec(nfr: &NfrRequirements) -> Result<Option<common::NfrRequirements>, MappingError> {
@@ -265,7 +258,42 @@ fn odgm_spec(odgm: &Odgm) -> Result<OdgmSpec, MappingError> {
         replica_count: odgm.replica_count.unwrap_or(defaults.replica_count),
         shard_type: odgm.shard_type.clone().unwrap_or(defaults.shard_type),
         log_level,
+        env_node_ids: odgm.env_node_ids.clone(),
     })
+}
+
+/// Unset fields take the resource's defaults. Checked here, so the error names the document
+/// field (`telemetry.sampling_rate`) rather than the resource's.
+fn telemetry_spec(t: &Telemetry) -> Result<TelemetrySpec, MappingError> {
+    let defaults = TelemetrySpec::default();
+    let spec = TelemetrySpec {
+        enabled: t.enabled.unwrap_or(defaults.enabled),
+        traces: t.traces.unwrap_or(defaults.traces),
+        metrics: t.metrics.unwrap_or(defaults.metrics),
+        logs: t.logs.unwrap_or(defaults.logs),
+        sampling_rate: t.sampling_rate.unwrap_or(defaults.sampling_rate),
+        service_name: t
+            .service_name
+            .as_deref()
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(String::from),
+        resource_attributes: t.resource_attributes.clone(),
+    };
+    check_telemetry(&spec).map_err(|p| problem(format!("telemetry.{}", p.field), p.message))?;
+    Ok(spec)
+}
+
+fn telemetry_document(t: &TelemetrySpec) -> Telemetry {
+    Telemetry {
+        enabled: Some(t.enabled),
+        traces: Some(t.traces),
+        metrics: Some(t.metrics),
+        logs: Some(t.logs),
+        sampling_rate: Some(t.sampling_rate),
+        service_name: t.service_name.clone(),
+        resource_attributes: t.resource_attributes.clone(),
+    }
 }
 
 /// The package document of a resource; `deployments` are the class deployments using it.
@@ -372,27 +400,32 @@ pub fn deployment_document(deployment: &OClassDeployment) -> Deployment {
         package_name: spec.package.clone(),
         class_key: spec.class_key.clone(),
         target_envs: spec.target_clusters.clone(),
-        available_envs: Vec::new(),
+        available_envs: spec.available_clusters.clone(),
         nfr_requirements: NfrRequirements {
             min_throughput_rps: nfr.min_throughput_rps,
             availability: nfr.availability,
             cpu_utilization_target: nfr.cpu_utilization_target,
             max_latency_ms: nfr.max_latency_ms,
         },
+        // The deployment-wide template shows under each named cluster; a cluster's own wins.
         env_templates: spec
-            .template
-            .map(|t| {
-                spec.target_clusters
-                    .iter()
-                    .map(|c| (c.clone(), t.as_str().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default(),
+            .target_clusters
+            .iter()
+            .filter_map(|c| Some((c.clone(), spec.template?)))
+            .chain(spec.cluster_templates.clone())
+            .map(|(cluster, t)| (cluster, t.as_str().to_string()))
+            .collect(),
         functions: spec
             .functions
             .iter()
             .map(|f| FunctionDeployment {
                 function_key: f.function_key.clone(),
+                description: f.description.clone(),
+                available_location: f.available_location.clone(),
+                qos_requirement: f.qos_requirement.as_ref().map(|q| QosRequirement {
+                    throughput: q.throughput,
+                    availability: q.availability,
+                }),
                 provision_config: f.provision_config.as_ref().map(provision_document),
                 config: f.config.clone(),
             })
@@ -403,7 +436,9 @@ pub fn deployment_document(deployment: &OClassDeployment) -> Deployment {
             replica_count: Some(o.replica_count),
             shard_type: Some(o.shard_type.clone()),
             log: o.log_level.clone(),
+            env_node_ids: o.env_node_ids.clone(),
         }),
+        telemetry: spec.telemetry.as_ref().map(telemetry_document),
         enforcement_mode: spec.enforcement_mode,
         condition: Some(condition),
         status: Some(DeploymentStatusSummary {

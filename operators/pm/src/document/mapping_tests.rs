@@ -61,7 +61,10 @@ fn a_seed_package_file_becomes_a_package_and_its_deployments() {
         "defaults to the package"
     );
     assert_eq!(deployment.spec.target_clusters, ["oaas-1"]);
-    assert_eq!(deployment.spec.template, Some(Template::K8sDeployment));
+    assert_eq!(
+        deployment.spec.cluster_templates,
+        std::collections::BTreeMap::from([("oaas-1".to_string(), Template::K8sDeployment)])
+    );
     let odgm = deployment.spec.odgm.as_ref().unwrap();
     assert_eq!(odgm.log_level.as_deref(), Some("debug"));
     assert_eq!((odgm.partition_count, odgm.replica_count), (1, 1));
@@ -139,22 +142,26 @@ fn a_deployment_document_shows_where_each_cluster_holds_it() {
 fn deployment_problems_name_the_document_field() {
     let mut doc = seed_package();
     doc.deployments[0].target_envs.clear();
-    let err = package_resources(&doc, "ns").unwrap_err();
-    assert_eq!(err.field, "deployments[0].target_envs");
-
     doc.deployments[0].available_envs = vec!["a".into(), "b".into()];
     let (_, deployments) = package_resources(&doc, "ns").unwrap();
-    assert_eq!(deployments[0].spec.target_clusters, ["a", "b"]);
+    assert!(
+        deployments[0].spec.target_clusters.is_empty(),
+        "no targets: the PM places it"
+    );
+    assert_eq!(deployments[0].spec.available_clusters, ["a", "b"]);
 
     let mut d = doc.deployments[0].clone();
     d.package_name = "e2e-test-pkg".into();
     d.env_templates = [("a".into(), "dev".into()), ("b".into(), "edge".into())].into();
-    assert_eq!(
-        deployment_resource(&d, "ns").unwrap_err().field,
-        "env_templates"
-    );
+    let templates = deployment_resource(&d, "ns")
+        .unwrap()
+        .spec
+        .cluster_templates;
+    assert_eq!(templates["a"], Template::Dev);
+    assert_eq!(templates["b"], Template::Edge);
     d.env_templates = [("a".into(), "fast".into())].into();
     let err = deployment_resource(&d, "ns").unwrap_err();
+    assert_eq!(err.field, "env_templates.a");
     assert!(err.problem.contains("unknown template \"fast\""), "{err}");
 
     let mut d = doc.deployments[0].clone();
@@ -188,4 +195,166 @@ fn phases_map_to_the_seeds_conditions() {
     assert_eq!(condition_of(Phase::Degraded), DeploymentCondition::Down);
     assert_eq!(condition_of(Phase::Pending), DeploymentCondition::Pending);
     assert_eq!(condition_of(Phase::Deleting), DeploymentCondition::Deleted);
+}
+
+/// A deployment as upstream's CLI sends it: explicit nulls, capitalised enums, fields this
+/// project keeps without acting on them.
+const UPSTREAM_DEPLOYMENT: &str = r#"{
+  "key": "records", "package_name": "shop", "class_key": "Record",
+  "target_envs": null, "available_envs": ["edge-1", "core-1"],
+  "nfr_requirements": {"max_latency_ms": null, "min_throughput_rps": null,
+                       "availability": 0.99, "cpu_utilization_target": 0.7},
+  "env_templates": {"edge-1": "edge"},
+  "functions": [{"function_key": "echo", "description": "Echoes", "available_location": "edge",
+                 "qos_requirement": {"throughput": 100, "availability": 0.9},
+                 "provision_config": null, "config": {}}],
+  "condition": "PENDING",
+  "odgm": {"collections": ["records"], "partition_count": 2, "replica_count": null,
+           "shard_type": null, "env_node_ids": {"edge-1": [1, 2]}, "log": "debug,h2=info"},
+  "status": null, "created_at": null, "updated_at": null
+}"#;
+
+#[test]
+fn upstream_deployment_fields_are_kept() {
+    let doc: Deployment = serde_json::from_str(UPSTREAM_DEPLOYMENT).unwrap();
+    let resource = deployment_resource(&doc, "shop").unwrap();
+    let spec = &resource.spec;
+    assert!(spec.target_clusters.is_empty());
+    assert_eq!(spec.available_clusters, ["edge-1", "core-1"]);
+    let nfr = spec.nfr.as_ref().unwrap();
+    assert_eq!(nfr.cpu_utilization_target, Some(70.0));
+    let odgm = spec.odgm.as_ref().unwrap();
+    assert_eq!(odgm.env_node_ids["edge-1"], [1, 2]);
+    assert_eq!(odgm.partition_count, 2);
+
+    let back = deployment_document(&resource);
+    assert_eq!(back.available_envs, doc.available_envs);
+    assert_eq!(back.env_templates, doc.env_templates);
+    assert_eq!(back.functions[0].description.as_deref(), Some("Echoes"));
+    assert_eq!(
+        back.functions[0].available_location.as_deref(),
+        Some("edge")
+    );
+    assert_eq!(
+        back.functions[0].qos_requirement,
+        doc.functions[0].qos_requirement
+    );
+    assert_eq!(back.odgm.unwrap().env_node_ids, odgm.env_node_ids);
+}
+
+// --- telemetry ------------------------------------------------------------------------------
+
+fn telemetry_deployment(telemetry: &str) -> Deployment {
+    serde_json::from_str(&format!(
+        r#"{{"key": "records", "package_name": "shop", "class_key": "Record",
+            "target_envs": ["edge-1"], "telemetry": {telemetry}}}"#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn an_upstream_telemetry_block_with_nulls_gets_the_defaults() {
+    let doc = telemetry_deployment(
+        r#"{"enabled": true, "traces": null, "metrics": null, "logs": null,
+            "sampling_rate": null, "service_name": null, "resource_attributes": null}"#,
+    );
+    let spec = deployment_resource(&doc, "shop").unwrap().spec;
+    assert_eq!(
+        spec.telemetry,
+        Some(oaas_crds::telemetry::TelemetrySpec {
+            enabled: true,
+            ..Default::default()
+        })
+    );
+    let telemetry = spec.telemetry.unwrap();
+    assert!(telemetry.traces && telemetry.metrics && !telemetry.logs);
+    assert_eq!(telemetry.sampling_rate, 0.1);
+
+    for absent in ["null", "{}"] {
+        let spec = deployment_resource(&telemetry_deployment(absent), "shop")
+            .unwrap()
+            .spec;
+        let enabled = spec.telemetry.as_ref().is_some_and(|t| t.enabled);
+        assert!(!enabled, "{absent}: telemetry stays off");
+    }
+    let spec = deployment_resource(&telemetry_deployment("null"), "shop")
+        .unwrap()
+        .spec;
+    assert_eq!(spec.telemetry, None, "null is no block");
+    let blank = telemetry_deployment(r#"{"enabled": true, "service_name": " "}"#);
+    let telemetry = deployment_resource(&blank, "shop").unwrap().spec.telemetry;
+    assert_eq!(telemetry.unwrap().service_name, None, "blank is unset");
+}
+
+#[test]
+fn a_package_file_telemetry_block_maps_to_the_resource_and_back() {
+    let yaml = format!(
+        "{SEED_PACKAGE}    telemetry:\n      enabled: true\n      traces: true\n      metrics: false\n      \
+         logs: true\n      sampling_rate: 0.25\n      service_name: shop-records\n      \
+         resource_attributes: {{team: shop, tier: 1}}\n"
+    );
+    let doc: Package = serde_yaml::from_str(&yaml).unwrap();
+    let (_, deployments) = package_resources(&doc, "shop").unwrap();
+    let telemetry = deployments[0].spec.telemetry.clone().unwrap();
+    assert_eq!(
+        telemetry,
+        oaas_crds::telemetry::TelemetrySpec {
+            enabled: true,
+            traces: true,
+            metrics: false,
+            logs: true,
+            sampling_rate: 0.25,
+            service_name: Some("shop-records".into()),
+            resource_attributes: [
+                ("team".to_string(), "shop".to_string()),
+                ("tier".to_string(), "1".to_string()),
+            ]
+            .into(),
+        }
+    );
+    let back = deployment_document(&deployments[0]).telemetry.unwrap();
+    assert_eq!(back, doc.deployments[0].telemetry.clone().unwrap());
+    let json = serde_json::to_value(deployment_document(&deployments[0])).unwrap();
+    assert_eq!(json["telemetry"]["sampling_rate"], 0.25, "snake_case out");
+    assert_eq!(json["telemetry"]["resource_attributes"]["team"], "shop");
+}
+
+#[test]
+fn telemetry_problems_name_the_document_field_and_what_to_change() {
+    let cases = [
+        (
+            r#"{"enabled": true, "sampling_rate": 1.5}"#,
+            "telemetry.sampling_rate",
+            "between 0 and 1",
+        ),
+        (
+            r#"{"sampling_rate": -0.5}"#,
+            "telemetry.sampling_rate",
+            "e.g. 0.1",
+        ),
+        (
+            r#"{"resource_attributes": {"bad key": "x"}}"#,
+            "telemetry.resource_attributes.bad key",
+            "letters, digits",
+        ),
+        (
+            r#"{"resource_attributes": {"oaas.function": "x"}}"#,
+            "telemetry.resource_attributes.oaas.function",
+            "rename the key",
+        ),
+        (
+            r#"{"service_name": "caf\u00e9"}"#,
+            "telemetry.service_name",
+            "e.g. shop-records",
+        ),
+    ];
+    for (block, field, says) in cases {
+        let err = deployment_resource(&telemetry_deployment(block), "shop").unwrap_err();
+        assert_eq!(err.field, field, "{block}: {err}");
+        assert!(err.problem.contains(says), "{block}: {err}");
+    }
+    let yaml = format!("{SEED_PACKAGE}    telemetry: {{sampling_rate: 2}}\n");
+    let doc: Package = serde_yaml::from_str(&yaml).unwrap();
+    let err = package_resources(&doc, "shop").unwrap_err();
+    assert_eq!(err.field, "deployments[0].telemetry.sampling_rate");
 }

@@ -168,22 +168,27 @@ pub struct Deployment {
     pub package_name: String,
     #[schemars(pattern(KEY_PATTERN))]
     pub class_key: String,
-    /// Clusters (OCluster names) to deploy to.
-    #[serde(default)]
+    /// Clusters (OCluster names) to deploy to. Empty: the default cluster, or as many
+    /// healthy clusters as the availability target needs.
+    #[serde(default, deserialize_with = "loose::null_default")]
     pub target_envs: Vec<String>,
-    /// Used as the targets when `target_envs` is empty.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// The clusters automatic placement may choose from (empty: any).
+    #[serde(default, deserialize_with = "loose::null_default")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub available_envs: Vec<String>,
     #[serde(default)]
     pub nfr_requirements: NfrRequirements,
-    /// Cluster → template (dev, edge, k8s_deployment/full, knative). All entries must name
-    /// the same template: one deployment renders alike everywhere.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Cluster → template (dev, edge, k8s_deployment/full, knative) used there.
+    #[serde(default, deserialize_with = "loose::string_map")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env_templates: BTreeMap<String, String>,
     #[serde(default)]
     pub functions: Vec<FunctionDeployment>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub odgm: Option<Odgm>,
+    /// OpenTelemetry of the functions; absent, null or `enabled: false` means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<Telemetry>,
     /// Whether spokes analyze NFRs (observe, the default) and apply replica
     /// recommendations (enforce), or neither (off).
     #[serde(default)]
@@ -215,10 +220,30 @@ pub struct NfrRequirements {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 pub struct FunctionDeployment {
     pub function_key: String,
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Where the function may run, e.g. edge (kept; placement is per deployment).
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available_location: Option<String>,
+    /// Kept; the deployment's `nfr_requirements` drive planning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos_requirement: Option<QosRequirement>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provision_config: Option<ProvisionConfig>,
     #[serde(default, deserialize_with = "loose::string_map")]
     pub config: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+pub struct QosRequirement {
+    /// Requests per second.
+    #[serde(default, deserialize_with = "loose::null_default")]
+    pub throughput: u32,
+    /// Between 0 and 1, e.g. 0.99.
+    #[serde(default)]
+    pub availability: f64,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
@@ -234,10 +259,43 @@ pub struct Odgm {
     #[serde(default, deserialize_with = "loose::opt_string")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard_type: Option<String>,
-    /// Log level of the data grid: error, warn, info, debug or trace.
+    /// Log filter of the data grid in `RUST_LOG` syntax, e.g. `info` or `debug,h2=info`.
     #[serde(default, deserialize_with = "loose::opt_string")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// Cluster → ODGM node ids (kept for OaaS clients).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_node_ids: BTreeMap<String, Vec<u64>>,
+}
+
+/// OpenTelemetry of a deployment's functions (`OTEL_*` variables in their containers).
+/// Every field may be absent or null, which means its default.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+pub struct Telemetry {
+    /// The master switch (default false): without `enabled: true` nothing is exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Export traces (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traces: Option<bool>,
+    /// Export metrics (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<bool>,
+    /// Export logs (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<bool>,
+    /// Ratio of root traces sampled, 0.0 to 1.0 (default 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling_rate: Option<f64>,
+    /// OTEL_SERVICE_NAME of the functions; default: each function's workload name.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// Added to OTEL_RESOURCE_ATTRIBUTES, e.g. {team: shop}; keys are letters, digits,
+    /// '.', '_' and '-', not starting with `oaas.`.
+    #[serde(default, deserialize_with = "loose::string_map")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub resource_attributes: BTreeMap<String, String>,
 }
 
 /// The seeds' coarse deployment state.

@@ -1,8 +1,15 @@
-//! `/api/v1/clusters`: the spokes (OClusters) and their health as the PM last checked it.
+//! `/api/v1/clusters`: the spokes (OClusters) and their health. Health comes from the
+//! OCluster's status (the PM's last check); when that check is older than
+//! `CRM_HEALTH_CACHE_TTL`, the cluster is checked live for the answer, and if that cannot be
+//! done the cached answer is served marked `stale`, with its age and why.
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
+use futures::future::join_all;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use oaas_crds::OCluster;
@@ -13,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::Rest;
 use super::error::{ApiError, ApiResult};
 use super::extract::Segments;
+use crate::spoke_client::{Probe, SpokeError};
 
 #[derive(Serialize, JsonSchema)]
 pub struct Cluster {
@@ -24,7 +32,7 @@ pub struct Cluster {
     health: ClusterHealth,
 }
 
-#[derive(Serialize, JsonSchema)]
+#[derive(Serialize, JsonSchema, Debug, PartialEq)]
 pub struct ClusterHealth {
     cluster_name: String,
     /// Healthy, Degraded, Unhealthy (unreachable) or Unknown (not checked yet).
@@ -43,6 +51,18 @@ pub struct ClusterHealth {
     availability: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<String>,
+    /// When this answer was found, RFC 3339: the PM's last check of the cluster, or now
+    /// for a live check. Absent when the cluster was never checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checked_at: Option<String>,
+    /// Seconds since `checked_at`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    age_seconds: Option<u64>,
+    /// The answer is older than `CRM_HEALTH_CACHE_TTL` and a live check failed or could not
+    /// be made: `stale_reason` says why.
+    stale: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stale_reason: Option<String>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -50,26 +70,111 @@ pub struct ClusterName {
     name: String,
 }
 
-fn health_of(cluster: &OCluster) -> ClusterHealth {
+fn rfc3339(time: &Time) -> Option<String> {
+    serde_json::to_value(time)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+}
+
+fn status_name(health: Health) -> &'static str {
+    match health {
+        Health::Healthy => "Healthy",
+        Health::Degraded => "Degraded",
+        Health::Unreachable => "Unhealthy",
+        Health::Unknown => "Unknown",
+    }
+}
+
+/// When the cached answer was found: the last check (an older PM recorded only when the
+/// CRM last answered).
+fn checked_at(cluster: &OCluster) -> Option<Time> {
+    let status = cluster.status.as_ref()?;
+    status.last_checked.clone().or(status.last_seen.clone())
+}
+
+/// How old an answer checked at `checked` is at `now` (a clock step back counts as 0).
+fn age(checked: Option<&Time>, now: Timestamp) -> Option<Duration> {
+    let checked = checked?;
+    Some(
+        now.duration_since(checked.0)
+            .try_into()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// An answer is served as cached while it is at most `ttl` old (ages are whole seconds);
+/// one never checked is not, nor is any when the TTL is 0 (every answer is checked live).
+fn needs_refresh(age: Option<Duration>, ttl: Duration) -> bool {
+    ttl.is_zero() || age.is_none_or(|age| age > ttl)
+}
+
+/// The health the OCluster's status reports, with its age.
+fn cached(cluster: &OCluster, now: Timestamp) -> ClusterHealth {
     let status = cluster.status.clone().unwrap_or_default();
+    let checked = checked_at(cluster);
     ClusterHealth {
         cluster_name: cluster.name_any(),
-        status: match status.health {
-            Health::Healthy => "Healthy",
-            Health::Degraded => "Degraded",
-            Health::Unreachable => "Unhealthy",
-            Health::Unknown => "Unknown",
-        }
-        .into(),
+        status: status_name(status.health).into(),
         crm_version: status.crm_version,
-        last_seen: status
-            .last_seen
-            .and_then(|t| serde_json::to_value(t).ok())
-            .and_then(|v| v.as_str().map(String::from)),
+        last_seen: status.last_seen.as_ref().and_then(rfc3339),
         node_count: status.node_count,
         ready_nodes: status.ready_nodes,
         availability: status.availability,
         message: status.message,
+        checked_at: checked.as_ref().and_then(rfc3339),
+        age_seconds: age(checked.as_ref(), now).map(|a| a.as_secs()),
+        stale: false,
+        stale_reason: None,
+    }
+}
+
+/// The health a live check found just now, judged as the cluster controller judges it.
+fn live(cluster: &OCluster, probe: &Probe, now: Timestamp) -> ClusterHealth {
+    let info = &probe.info;
+    let (health, why) = probe.verdict();
+    let now = rfc3339(&Time(now));
+    ClusterHealth {
+        cluster_name: cluster.name_any(),
+        status: status_name(health).into(),
+        crm_version: Some(info.crm_version.clone()).filter(|v| !v.is_empty()),
+        last_seen: now.clone(),
+        node_count: Some(info.node_count),
+        ready_nodes: Some(info.ready_nodes),
+        availability: cluster.spec.availability.or(Some(info.availability)),
+        message: why.map(String::from),
+        checked_at: now,
+        age_seconds: Some(0),
+        stale: false,
+        stale_reason: None,
+    }
+}
+
+/// The cached answer, marked stale: older than `ttl`, and `problem` kept a live check from
+/// replacing it.
+fn stale(mut answer: ClusterHealth, ttl: Duration, problem: &SpokeError) -> ClusterHealth {
+    let age = match answer.age_seconds {
+        Some(seconds) => format!("last checked {seconds} s ago"),
+        None => "never checked".into(),
+    };
+    answer.stale = true;
+    answer.stale_reason = Some(format!(
+        "{age} (CRM_HEALTH_CACHE_TTL is {} s) and a live check failed: {problem}",
+        ttl.as_secs()
+    ));
+    answer
+}
+
+/// The health of `cluster` no older than the TTL allows, or marked stale.
+async fn health_of(rest: &Rest, cluster: &OCluster) -> ClusterHealth {
+    let ttl = rest.settings.health_cache_ttl;
+    let answer = cached(cluster, Timestamp::now());
+    let age = answer.age_seconds.map(Duration::from_secs);
+    if !needs_refresh(age, ttl) {
+        return answer;
+    }
+    match rest.spokes.refresh(&cluster.name_any()).await {
+        Ok(probe) => live(cluster, &probe, Timestamp::now()),
+        Err(problem) => stale(answer, ttl, &problem),
     }
 }
 
@@ -81,14 +186,17 @@ fn all(rest: &Rest) -> Vec<Arc<OCluster>> {
 
 /// Every cluster with its health.
 pub async fn list(State(rest): State<Arc<Rest>>) -> Json<Vec<Cluster>> {
+    let clusters = all(&rest);
+    let health = join_all(clusters.iter().map(|c| health_of(&rest, c))).await;
     Json(
-        all(&rest)
+        clusters
             .iter()
-            .map(|c| Cluster {
+            .zip(health)
+            .map(|(c, health)| Cluster {
                 name: c.name_any(),
                 endpoint: c.spec.endpoint.clone(),
                 default: c.spec.default,
-                health: health_of(c),
+                health,
             })
             .collect(),
     )
@@ -96,7 +204,8 @@ pub async fn list(State(rest): State<Arc<Rest>>) -> Json<Vec<Cluster>> {
 
 /// Health of every cluster.
 pub async fn health_all(State(rest): State<Arc<Rest>>) -> Json<Vec<ClusterHealth>> {
-    Json(all(&rest).iter().map(|c| health_of(c)).collect())
+    let clusters = all(&rest);
+    Json(join_all(clusters.iter().map(|c| health_of(&rest, c))).await)
 }
 
 /// Health of one cluster.
@@ -104,8 +213,99 @@ pub async fn health(
     State(rest): State<Arc<Rest>>,
     Segments(ClusterName { name }): Segments<ClusterName>,
 ) -> ApiResult<Json<ClusterHealth>> {
-    rest.clusters
+    let cluster = rest
+        .clusters
         .get(&ObjectRef::new(&name))
-        .map(|c| Json(health_of(&c)))
-        .ok_or_else(|| ApiError::not_found(format!("cluster {name:?}")))
+        .ok_or_else(|| ApiError::not_found(format!("cluster {name:?}")))?;
+    Ok(Json(health_of(&rest, &cluster).await))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oaas_crds::cluster::{OClusterSpec, OClusterStatus};
+    use oaas_proto::crm::ClusterInfo;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
+
+    fn mk_cluster(checked: Option<i64>) -> OCluster {
+        let mut cluster = OCluster::new("spoke-a", OClusterSpec::default());
+        cluster.status = Some(OClusterStatus {
+            health: Health::Unreachable,
+            last_checked: checked.map(|s| Time(at(s))),
+            last_seen: Some(Time(at(10))),
+            message: Some("circuit open".into()),
+            ..Default::default()
+        });
+        cluster
+    }
+
+    #[test]
+    fn an_answer_is_served_cached_up_to_the_ttl() {
+        let ttl = Duration::from_secs(15);
+        assert!(!needs_refresh(Some(Duration::from_secs(15)), ttl));
+        assert!(needs_refresh(Some(Duration::from_secs(16)), ttl));
+        assert!(needs_refresh(None, ttl), "never checked");
+        assert!(
+            needs_refresh(Some(Duration::ZERO), Duration::ZERO),
+            "a TTL of 0"
+        );
+    }
+
+    #[test]
+    fn the_cached_answer_carries_its_age_from_the_last_check() {
+        let answer = cached(&mk_cluster(Some(100)), at(130));
+        assert_eq!(answer.age_seconds, Some(30));
+        assert_eq!(answer.status, "Unhealthy");
+        assert!(
+            answer
+                .checked_at
+                .unwrap()
+                .starts_with("1970-01-01T00:01:40")
+        );
+        // Without a recorded check, the last answer dates it.
+        assert_eq!(cached(&mk_cluster(None), at(130)).age_seconds, Some(120));
+        // A clock that went back does not make a negative age.
+        assert_eq!(cached(&mk_cluster(Some(200)), at(130)).age_seconds, Some(0));
+        let never = OCluster::new("new", OClusterSpec::default());
+        assert_eq!(cached(&never, at(130)).age_seconds, None);
+    }
+
+    #[test]
+    fn a_live_check_replaces_the_answer_and_a_failed_one_marks_it_stale() {
+        let cluster = mk_cluster(Some(100));
+        let probe = Probe {
+            serving: true,
+            info: ClusterInfo {
+                node_count: 3,
+                ready_nodes: 2,
+                availability: 0.9,
+                crm_version: "1.2.3".into(),
+                ..Default::default()
+            },
+        };
+        let answer = live(&cluster, &probe, at(130));
+        assert_eq!(answer.status, "Healthy");
+        assert_eq!((answer.age_seconds, answer.stale), (Some(0), false));
+        assert_eq!(answer.ready_nodes, Some(2));
+        assert_eq!(answer.message, None);
+        assert_eq!(answer.checked_at, answer.last_seen);
+
+        let answer = stale(
+            cached(&cluster, at(130)),
+            Duration::from_secs(15),
+            &SpokeError::NotRegistered("spoke-a".into()),
+        );
+        assert!(answer.stale);
+        assert_eq!(answer.status, "Unhealthy", "the cached answer is kept");
+        let reason = answer.stale_reason.unwrap();
+        assert!(
+            reason.contains("30 s ago")
+                && reason.contains("CRM_HEALTH_CACHE_TTL is 15 s")
+                && reason.contains("not registered"),
+            "{reason}"
+        );
+    }
 }

@@ -106,7 +106,8 @@ pub async fn get(
     ))
 }
 
-/// Deploy a class of a stored package to the clusters in `target_envs`. A key that exists
+/// Deploy a class of a stored package to the clusters in `target_envs` (none: the default
+/// cluster, or healthy ones chosen for availability, within `available_envs`). A key that exists
 /// already is updated, as upstream's `oprc deploy apply` expects (201 created, 200 updated);
 /// with `If-Match: "<resourceVersion>"` only that version is replaced (409 otherwise).
 pub async fn create(
@@ -154,7 +155,10 @@ pub async fn create(
         at_least(c, &stored)
     })
     .await;
-    let targets = stored.spec.target_clusters.join(", ");
+    let targets = match stored.spec.target_clusters.join(", ") {
+        none if none.is_empty() => "the default cluster, or where its availability needs".into(),
+        named => named,
+    };
     let outcome = |status, done| Outcome {
         id: doc.key.clone(),
         status,
@@ -192,20 +196,24 @@ fn check_references(rest: &Rest, namespace: &str, deployment: &OClassDeployment)
             ),
         ));
     }
-    let unknown: Vec<&str> = spec
-        .target_clusters
-        .iter()
-        .filter(|c| rest.clusters.get(&ObjectRef::new(c)).is_none())
-        .map(String::as_str)
-        .collect();
-    if !unknown.is_empty() {
-        return Err(unprocessable(
-            "target_envs",
-            format!(
-                "unknown cluster(s) {}; GET /api/v1/clusters lists the known ones",
-                unknown.join(", ")
-            ),
-        ));
+    for (field, clusters) in [
+        ("target_envs", &spec.target_clusters),
+        ("available_envs", &spec.available_clusters),
+    ] {
+        let unknown: Vec<&str> = clusters
+            .iter()
+            .filter(|c| rest.clusters.get(&ObjectRef::new(c)).is_none())
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(unprocessable(
+                field,
+                format!(
+                    "unknown cluster(s) {}; GET /api/v1/envs lists the known ones",
+                    unknown.join(", ")
+                ),
+            ));
+        }
     }
     Ok(())
 }

@@ -65,6 +65,9 @@ pub struct Settings {
     pub auth: bool,
     pub body_limit: usize,
     pub timeout: Duration,
+    /// Oldest cluster health served as it is (`CRM_HEALTH_CACHE_TTL`): an OCluster whose
+    /// last check is older is checked live for the answer, or served marked stale.
+    pub health_cache_ttl: Duration,
 }
 
 /// The caches REST answers from, and whether they are filled.
