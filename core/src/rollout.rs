@@ -1,6 +1,7 @@
 //! A class deployment's status from what happened to its units and what its spokes report:
 //! one entry per cluster, the phase, and the standard conditions.
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use oaas_crds::class_deployment::{ClusterDeploymentStatus, OClassDeploymentStatus, ReplicaPlan};
@@ -34,6 +35,28 @@ impl Rollout {
             .find(|d| d.type_ == DEGRADED && d.status)
             .map(|d| d.message.as_str())
     }
+}
+
+/// How long a rollout's progress may wait before it is written (the controller looks again
+/// every 15 s while a rollout is in progress, so held progress shows within that).
+pub const PROGRESS_HOLD: Duration = Duration::from_secs(10);
+
+/// Whether `next` only adds progress to a rollout that was and still is Progressing under the
+/// same plan and generation, with no cluster Degraded: such a write may wait up to
+/// [`PROGRESS_HOLD`] after the last one. A fast rollout's steps per cluster (sent, applying,
+/// progressing, one of two available) are overtaken within a second or two; writing each
+/// would cost the hub a status write per step and cluster, for states nobody sees. The
+/// start, the end (Available), any Degraded and any new plan are written at once.
+pub fn only_progress(previous: &OClassDeploymentStatus, next: &OClassDeploymentStatus) -> bool {
+    let progressing = |s: &OClassDeploymentStatus| s.phase == Some(Phase::Progressing);
+    progressing(previous)
+        && progressing(next)
+        && previous.plan == next.plan
+        && previous.observed_generation == next.observed_generation
+        && next
+            .clusters
+            .iter()
+            .all(|c| c.phase != Some(Phase::Degraded))
 }
 
 /// What a rollout pass found, cluster by cluster.

@@ -236,3 +236,53 @@ fn a_blocked_deployment_is_degraded_with_the_problem() {
     assert!(degraded.status);
     assert_eq!(degraded.reason, "PackageNotFound");
 }
+
+#[test]
+fn only_progress_within_the_same_plan_may_wait() {
+    let mk = |phase: Phase, clusters: &[(&str, Phase)]| OClassDeploymentStatus {
+        phase: Some(phase),
+        observed_generation: Some(1),
+        plan: Some(mk_plan(&["a", "b"])),
+        clusters: clusters
+            .iter()
+            .map(|(name, phase)| ClusterDeploymentStatus {
+                cluster: name.to_string(),
+                phase: Some(*phase),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let sent = mk(
+        Phase::Progressing,
+        &[("a", Phase::Pending), ("b", Phase::Pending)],
+    );
+    let half = mk(
+        Phase::Progressing,
+        &[("a", Phase::Available), ("b", Phase::Progressing)],
+    );
+    assert!(
+        only_progress(&sent, &half),
+        "a step of a rollout in progress"
+    );
+    let done = mk(
+        Phase::Available,
+        &[("a", Phase::Available), ("b", Phase::Available)],
+    );
+    assert!(!only_progress(&half, &done), "the end is written at once");
+    assert!(
+        !only_progress(&OClassDeploymentStatus::default(), &sent),
+        "so is the start"
+    );
+    let failing = mk(
+        Phase::Progressing,
+        &[("a", Phase::Degraded), ("b", Phase::Pending)],
+    );
+    assert!(!only_progress(&sent, &failing), "a Degraded cluster");
+    let mut replanned = half.clone();
+    replanned.plan = Some(mk_plan(&["a", "c"]));
+    assert!(!only_progress(&sent, &replanned), "a new plan");
+    let mut updated = half;
+    updated.observed_generation = Some(2);
+    assert!(!only_progress(&sent, &updated), "a new generation");
+}

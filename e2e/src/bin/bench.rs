@@ -5,13 +5,19 @@
 //!   bench crm        the class runtime manager on the first spoke
 //!   bench pm         the whole system: the PM on the hub, a CRM on each spoke
 //!   bench rest       the PM's REST facade on the hub
+//!   bench scale      100 spokes (CRM processes sharing the spoke API servers), 1,000
+//!                    class deployments on 3 spokes each, one CRM with 10,000 runtimes
+//!   bench scale pm   several groups (run in the order above)
 //!
 //! Sizes come from the environment: `BENCH_CRM_UNITS` (latency samples, default 200),
 //! `BENCH_CRM_RUNTIMES` (ClassRuntimes for the memory figure, default 2000),
 //! `BENCH_PM_SAMPLES` (latency samples, default 50) and `BENCH_PM_DEPLOYMENTS` (class
 //! deployments for the scale figure, default 500), `BENCH_REST_PACKAGES` (default 1000),
-//! `BENCH_REST_CLIENTS` (concurrent clients, default 8) and `BENCH_REST_SECONDS` (per read
-//! measure, default 10).
+//! `BENCH_REST_CLIENTS` (concurrent clients, default 8), `BENCH_REST_SECONDS` (per read
+//! measure, default 10), `BENCH_SCALE_SPOKES` (default 100), `BENCH_SCALE_DEPLOYMENTS`
+//! (default 1000), `BENCH_SCALE_SAMPLES` (latency samples, default 50) and
+//! `BENCH_SCALE_RUNTIMES` (one CRM's ClassRuntimes, default 10000).
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -31,11 +37,34 @@ use serde_json::json;
 mod pm;
 #[path = "bench/rest.rs"]
 mod rest;
+#[path = "bench/scale.rs"]
+mod scale;
+#[path = "bench/writes.rs"]
+mod writes;
 
 pub struct Row {
+    /// Stable across runs and sizes' defaults, e.g. `pm.apply_p99_ms_inflight1`: what
+    /// dashboards and comparisons key on (the name may change wording).
+    id: String,
     name: String,
     value: f64,
     unit: &'static str,
+}
+
+impl Row {
+    pub fn new(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            name: name.into(),
+            value,
+            unit,
+        }
+    }
 }
 
 pub fn env_number(name: &str, default: usize) -> usize {
@@ -50,9 +79,11 @@ pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index].as_secs_f64() * 1000.0
 }
 
-/// Adds p50 and p99 rows; returns the p50 in milliseconds.
+/// Adds p50 and p99 rows (ids `<id>_p50_ms_inflight<n>` and `_p99_`); returns the p50 in
+/// milliseconds.
 pub fn latencies(
     rows: &mut Vec<Row>,
+    id: &str,
     what: &str,
     mut took: Vec<Duration>,
     in_flight: usize,
@@ -65,16 +96,14 @@ pub fn latencies(
     } else {
         String::new()
     };
-    rows.push(Row {
-        name: format!("{what}, p50 ({n}{flight})"),
-        value: p50,
-        unit: "ms",
-    });
-    rows.push(Row {
-        name: format!("{what}, p99 ({n}{flight})"),
-        value: percentile(&took, 0.99),
-        unit: "ms",
-    });
+    for (label, value) in [("p50", p50), ("p99", percentile(&took, 0.99))] {
+        rows.push(Row::new(
+            format!("{id}_{label}_ms_inflight{in_flight}"),
+            format!("{what}, {label} ({n}{flight})"),
+            value,
+            "ms",
+        ));
+    }
     p50
 }
 
@@ -183,14 +212,50 @@ async fn bench_crm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         }
         took.push(started.elapsed());
     }
-    latencies(rows, "crm: Deploy → children applied", took, 1);
+    latencies(
+        rows,
+        "crm.deploy",
+        "crm: Deploy → children applied",
+        took,
+        1,
+    );
 
-    // Memory with many ClassRuntimes: deploy the rest 32 at a time, wait until all reconciled.
+    // Memory with many ClassRuntimes: deploy the rest, wait until all reconciled.
+    let took = fill(&grpc, &client, &ns.name, units..runtimes).await?;
+    rows.push(Row::new(
+        "crm.runtimes_reconciled_s",
+        format!("crm: {runtimes} ClassRuntimes deployed and reconciled"),
+        took.as_secs_f64(),
+        "s",
+    ));
+    rows.push(Row::new(
+        "crm.rss_mib",
+        format!("crm: resident memory with {runtimes} ClassRuntimes"),
+        rss_mib(crm.process.pid()),
+        "MiB",
+    ));
+
+    for driver in [d_driver, s_driver] {
+        driver.abort();
+    }
+    ns.delete_within(Duration::from_secs(600)).await?;
+    drop(crm);
+    Ok(())
+}
+
+/// Deploys units `range` into `namespace` through a CRM, 32 at a time, and waits until it
+/// reconciled every ClassRuntime there; how long that took.
+pub async fn fill(
+    grpc: &DeploymentServiceClient<tonic::transport::Channel>,
+    client: &kube::Client,
+    namespace: &str,
+    range: std::ops::Range<usize>,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    futures::stream::iter(units..runtimes)
+    futures::stream::iter(range.clone())
         .map(|i| {
             let mut grpc = grpc.clone();
-            let unit = mk_unit(&ns.name, i);
+            let unit = mk_unit(namespace, i);
             async move {
                 grpc.deploy(pb::DeployRequest {
                     deployment_unit: Some(unit),
@@ -202,43 +267,24 @@ async fn bench_crm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         .buffer_unordered(32)
         .try_collect::<Vec<_>>()
         .await?;
-    let api = Api::<ClassRuntime>::namespaced(client.clone(), &ns.name);
-    let (store, r_driver) = cache(api);
-    wait_for(
-        &format!("{runtimes} ClassRuntimes reconciled"),
-        Duration::from_secs(900),
+    let (store, driver) = cache(Api::<ClassRuntime>::namespaced(client.clone(), namespace));
+    let reconciled = |r: &Arc<ClassRuntime>| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.observed_generation)
+            .is_some()
+    };
+    let done = wait_for(
+        &format!("{} ClassRuntimes reconciled", range.end),
+        Duration::from_secs(1800),
         || async {
-            let state = store.state();
-            let done = state
-                .iter()
-                .filter(|r| {
-                    r.status
-                        .as_ref()
-                        .and_then(|s| s.observed_generation)
-                        .is_some()
-                })
-                .count();
-            Ok((done >= runtimes).then_some(()))
+            let count = store.state().iter().filter(|r| reconciled(r)).count();
+            Ok((count >= range.end).then_some(()))
         },
     )
-    .await?;
-    rows.push(Row {
-        name: format!("crm: {runtimes} ClassRuntimes deployed and reconciled"),
-        value: started.elapsed().as_secs_f64(),
-        unit: "s",
-    });
-    rows.push(Row {
-        name: format!("crm: resident memory with {runtimes} ClassRuntimes"),
-        value: rss_mib(crm.process.pid()),
-        unit: "MiB",
-    });
-
-    for driver in [d_driver, s_driver, r_driver] {
-        driver.abort();
-    }
-    ns.delete_within(Duration::from_secs(600)).await?;
-    drop(crm);
-    Ok(())
+    .await;
+    driver.abort();
+    done.map(|()| started.elapsed())
 }
 
 fn print_and_save(rows: &[Row]) -> anyhow::Result<()> {
@@ -247,13 +293,20 @@ fn print_and_save(rows: &[Row]) -> anyhow::Result<()> {
         .unwrap_or(0);
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(10);
     println!("\nbenchmarks on {cores} cores\n");
-    println!("{:width$}  {:>10}  unit", "measure", "value");
+    let id_width = rows.iter().map(|r| r.id.len()).max().unwrap_or(10);
+    println!(
+        "{:width$}  {:>10}  {:6}  {:id_width$}",
+        "measure", "value", "unit", "id"
+    );
     for row in rows {
-        println!("{:width$}  {:>10.1}  {}", row.name, row.value, row.unit);
+        println!(
+            "{:width$}  {:>10.1}  {:6}  {:id_width$}",
+            row.name, row.value, row.unit, row.id
+        );
     }
     let json = json!({
         "cores": cores,
-        "rows": rows.iter().map(|r| json!({"name": r.name, "value": r.value, "unit": r.unit})).collect::<Vec<_>>(),
+        "rows": rows.iter().map(|r| json!({"id": r.id, "name": r.name, "value": r.value, "unit": r.unit})).collect::<Vec<_>>(),
     });
     let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench.json".into());
     std::fs::write(&out, serde_json::to_string_pretty(&json)?)?;
@@ -263,21 +316,26 @@ fn print_and_save(rows: &[Row]) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    const GROUPS: [&str; 4] = ["crm", "pm", "rest", "scale"];
+    let mut asked: Vec<String> = std::env::args().skip(1).collect();
+    if asked.is_empty() || asked.iter().any(|a| a == "all") {
+        asked = GROUPS.iter().map(|g| g.to_string()).collect();
+    }
+    if let Some(unknown) = asked.iter().find(|a| !GROUPS.contains(&a.as_str())) {
+        anyhow::bail!(
+            "unknown benchmark {unknown:?}; use {} or all",
+            GROUPS.join(", ")
+        );
+    }
     let mut rows = Vec::new();
-    if matches!(which.as_str(), "all" | "crm") {
-        bench_crm(&mut rows).await?;
+    for group in GROUPS.iter().filter(|g| asked.iter().any(|a| a == *g)) {
+        match *group {
+            "crm" => bench_crm(&mut rows).await?,
+            "pm" => pm::bench_pm(&mut rows).await?,
+            "rest" => rest::bench_rest(&mut rows).await?,
+            _ => scale::bench_scale(&mut rows).await?,
+        }
     }
-    if matches!(which.as_str(), "all" | "pm") {
-        pm::bench_pm(&mut rows).await?;
-    }
-    if matches!(which.as_str(), "all" | "rest") {
-        rest::bench_rest(&mut rows).await?;
-    }
-    anyhow::ensure!(
-        !rows.is_empty(),
-        "unknown benchmark {which:?}; use crm, pm, rest or all"
-    );
     print_and_save(&rows)?;
     Ok(())
 }

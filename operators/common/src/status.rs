@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
@@ -21,6 +22,8 @@ pub struct StatusWriter<S> {
     field_manager: &'static str,
     /// The last status written, by object uid.
     written: Mutex<HashMap<String, S>>,
+    /// When this process last wrote each object's status, by uid.
+    written_at: Mutex<HashMap<String, Instant>>,
 }
 
 impl<S: Clone + PartialEq + Default + Serialize> StatusWriter<S> {
@@ -28,7 +31,17 @@ impl<S: Clone + PartialEq + Default + Serialize> StatusWriter<S> {
         Self {
             field_manager,
             written: Mutex::default(),
+            written_at: Mutex::default(),
         }
+    }
+
+    /// Whether this process wrote `object`'s status less than `window` ago.
+    pub fn wrote_within<K: Resource>(&self, object: &K, window: Duration) -> bool {
+        self.written_at
+            .lock()
+            .expect("status memory lock")
+            .get(&key(object))
+            .is_some_and(|at| at.elapsed() < window)
     }
 
     /// The status `object` has now: what this process last wrote for it, else `cached`.
@@ -76,15 +89,24 @@ impl<S: Clone + PartialEq + Default + Serialize> StatusWriter<S> {
             .lock()
             .expect("status memory lock")
             .insert(key(object), status);
+        self.written_at
+            .lock()
+            .expect("status memory lock")
+            .insert(key(object), Instant::now());
         Ok(true)
     }
 
     /// Drops what is remembered of a deleted object.
     pub fn forget<K: Resource>(&self, object: &K) {
+        let key = key(object);
         self.written
             .lock()
             .expect("status memory lock")
-            .remove(&key(object));
+            .remove(&key);
+        self.written_at
+            .lock()
+            .expect("status memory lock")
+            .remove(&key);
     }
 }
 

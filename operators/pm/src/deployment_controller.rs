@@ -22,7 +22,7 @@ use kube::{Client, ResourceExt};
 use oaas_core::decide::{self, Acted, Decision, Held, Inputs, Plan};
 use oaas_core::placement::ClusterView;
 use oaas_core::resolve::{Packages, Problem, ResolvedClass, resolve_class};
-use oaas_core::rollout::Rollout;
+use oaas_core::rollout::{PROGRESS_HOLD, Rollout, only_progress};
 use oaas_core::tenancy;
 use oaas_core::wire::{CORRELATION_ANNOTATION, SPOKE_CLEANUP_FINALIZER};
 use oaas_crds::class_deployment::{OClassDeploymentSpec, OClassDeploymentStatus};
@@ -438,6 +438,10 @@ async fn record(
         &inputs.now,
     );
     debug!(?phase, clusters = ?status.clusters.iter().map(|c| (&c.cluster, c.phase)).collect::<Vec<_>>(), "reconciled");
+    if only_progress(previous, &status) && ctx.status.wrote_within(cd, PROGRESS_HOLD) {
+        debug!("progress held back; written with the next change or look");
+        return Ok(());
+    }
     let api = Api::namespaced(ctx.client.clone(), &cd.namespace().unwrap_or_default());
     ctx.status.write(&api, cd, previous, status).await?;
     Ok(())

@@ -171,9 +171,11 @@ impl StatusBoard {
             .cloned()
     }
 
-    fn set(&self, cluster: &str, status: pb::DeploymentStatus) {
+    /// Records what a spoke reported; whether that differs from what it reported before.
+    fn set(&self, cluster: &str, status: pb::DeploymentStatus) -> bool {
         let mut entries = self.entries.write().expect("status board lock");
-        entries.insert((cluster.to_string(), status.deployment_id.clone()), status);
+        let key = (cluster.to_string(), status.deployment_id.clone());
+        entries.insert(key, status.clone()).as_ref() != Some(&status)
     }
 
     fn remove(&self, cluster: &str, deployment_id: &str) {
@@ -350,9 +352,14 @@ async fn follow(
                 if let Some(seen) = snapshot.as_mut() {
                     seen.insert(status.deployment_id.clone());
                 }
+                // After the snapshot (which wakes every deployment it names: the connection
+                // may be new), a spoke reports every event of its runtimes (finalizers,
+                // annotations); only a new state is worth a reconcile.
                 let id = status.deployment_id.clone();
-                board.set(&spoke.name, status);
-                let _ = changed.send(id);
+                let in_snapshot = snapshot.is_some();
+                if board.set(&spoke.name, status) || in_snapshot {
+                    let _ = changed.send(id);
+                }
             }
             (Kind::Deleted, Some(status)) => {
                 board.remove(&spoke.name, &status.deployment_id);

@@ -22,15 +22,15 @@ use oaas_e2e::{
 };
 use serde_json::{Value, json};
 
-use super::{Row, cache, env_number, latencies, rss_mib};
+use super::{Row, cache, env_number, latencies, rss_mib, writes};
 
-struct Spoke {
-    client: Client,
-    ns: TestNamespace,
+pub struct Spoke {
+    pub client: Client,
+    pub ns: TestNamespace,
     crm: Crm,
 }
 
-fn mk_package(i: usize) -> anyhow::Result<OPackage> {
+pub fn mk_package(i: usize) -> anyhow::Result<OPackage> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "oaas.io/v1alpha1", "kind": "OPackage", "metadata": {"name": format!("p{i}")},
         "spec": {
@@ -40,14 +40,14 @@ fn mk_package(i: usize) -> anyhow::Result<OPackage> {
     }))?)
 }
 
-fn mk_deployment(i: usize, clusters: &[String]) -> anyhow::Result<OClassDeployment> {
+pub fn mk_deployment(i: usize, clusters: &[String]) -> anyhow::Result<OClassDeployment> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "oaas.io/v1alpha1", "kind": "OClassDeployment", "metadata": {"name": format!("d{i}")},
         "spec": {"package": format!("p{i}"), "classKey": "C", "targetClusters": clusters}
     }))?)
 }
 
-fn available(cd: &OClassDeployment) -> bool {
+pub fn available(cd: &OClassDeployment) -> bool {
     cd.status
         .as_ref()
         .is_some_and(|s| s.phase == Some(Phase::Available))
@@ -117,6 +117,9 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         store.wait_until_ready().await?;
     }
 
+    // API writes for one class deployment, measured alone before any load.
+    writes::per_deployment(rows, &hub, &ns.name, &spokes, &clusters).await?;
+
     // Apply → the function's Deployment exists in every spoke: one deployment at a time, then
     // `samples` at once (their packages exist beforehand in both cases).
     let create_packages = |range: std::ops::Range<usize>| {
@@ -137,7 +140,7 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
             deployments
                 .create(&PostParams::default(), &mk_deployment(i, &clusters)?)
                 .await?;
-            anyhow::Ok((format!("p{i}-c-f"), started))
+            anyhow::Ok((format!("d{i}-f"), started))
         }
     };
     create_packages(0..samples).await?;
@@ -150,30 +153,22 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let all_at_once =
         futures::future::try_join_all((samples..2 * samples).map(create_deployment)).await?;
     let all_at_once = until_everywhere(&spokes, &spoke_caches, all_at_once).await?;
+    let what = "pm: apply → workloads on all spokes";
     let ours = [
-        latencies(
-            rows,
-            "pm: apply → workloads on all spokes",
-            one_at_a_time,
-            1,
-        ),
-        latencies(
-            rows,
-            "pm: apply → workloads on all spokes",
-            all_at_once,
-            samples,
-        ),
+        latencies(rows, "pm.apply", what, one_at_a_time, 1),
+        latencies(rows, "pm.apply", what, all_at_once, samples),
     ];
 
     // The baseline: the same objects the CRM made, applied straight to every spoke with
     // server-side apply, as a tool that skips the hub would.
     let direct = direct_baseline(rows, &spokes, samples).await?;
     for ((ours, direct), in_flight) in ours.iter().zip(&direct).zip([1, samples]) {
-        rows.push(Row {
-            name: format!("pm: ours / direct apply, p50 ({in_flight} in flight)"),
-            value: ours / direct,
-            unit: "×",
-        });
+        rows.push(Row::new(
+            format!("pm.ratio_vs_direct_p50_inflight{in_flight}"),
+            format!("pm: ours / direct apply, p50 ({in_flight} in flight)"),
+            ours / direct,
+            "×",
+        ));
     }
 
     // Spoke change → hub status: delete a function's Deployment in the first spoke; the hub
@@ -199,7 +194,7 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         let key = ObjectRef::new(&format!("d{i}")).within(&ns.name);
         let started = Instant::now();
         spoke_deployments
-            .delete(&format!("p{i}-c-f"), &DeleteParams::default())
+            .delete(&format!("d{i}-f"), &DeleteParams::default())
             .await?;
         loop {
             let cd = hub_cache.get(&key);
@@ -222,7 +217,13 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         }
         propagated.push(started.elapsed());
     }
-    latencies(rows, "pm: spoke change → hub status", propagated, 1);
+    latencies(
+        rows,
+        "pm.status_sync",
+        "pm: spoke change → hub status",
+        propagated,
+        1,
+    );
 
     // Many class deployments × every spoke to Available.
     let started = Instant::now();
@@ -253,22 +254,25 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     )
     .await?;
     let n = spokes.len();
-    rows.push(Row {
-        name: format!("pm: {total} class deployments × {n} spokes to Available"),
-        value: started.elapsed().as_secs_f64(),
-        unit: "s",
-    });
-    rows.push(Row {
-        name: format!("pm: resident memory with {total} class deployments"),
-        value: rss_mib(pm.process.pid()),
-        unit: "MiB",
-    });
+    rows.push(Row::new(
+        "pm.all_available_s",
+        format!("pm: {total} class deployments × {n} spokes to Available"),
+        started.elapsed().as_secs_f64(),
+        "s",
+    ));
+    rows.push(Row::new(
+        "pm.pm_rss_mib",
+        format!("pm: resident memory with {total} class deployments"),
+        rss_mib(pm.process.pid()),
+        "MiB",
+    ));
     for (spoke, context) in spokes.iter().zip(spoke_contexts()) {
-        rows.push(Row {
-            name: format!("crm: resident memory with {total} class runtimes ({context})"),
-            value: rss_mib(spoke.crm.process.pid()),
-            unit: "MiB",
-        });
+        rows.push(Row::new(
+            format!("pm.crm_rss_mib.{context}"),
+            format!("crm: resident memory with {total} class runtimes ({context})"),
+            rss_mib(spoke.crm.process.pid()),
+            "MiB",
+        ));
     }
 
     // Clean up while the operators still run, so every finalizer is honoured.
@@ -341,7 +345,7 @@ async fn until_everywhere(
 /// The workloads the CRM made for class `i` on a spoke (Deployments, Services, autoscalers
 /// of its instance), as server-side-apply bodies for `namespace`.
 async fn workloads_of(spoke: &Spoke, i: usize, namespace: &str) -> anyhow::Result<Vec<Value>> {
-    let selector = ListParams::default().labels(&format!("app.kubernetes.io/instance=p{i}-c"));
+    let selector = ListParams::default().labels(&format!("app.kubernetes.io/instance=d{i}"));
     let client = &spoke.client;
     let ns = &spoke.ns.name;
     let mut objects = Vec::new();
@@ -363,25 +367,29 @@ async fn workloads_of(spoke: &Spoke, i: usize, namespace: &str) -> anyhow::Resul
     }
     Ok(objects
         .into_iter()
-        .map(|mut object| {
-            let metadata = &object["metadata"];
-            let metadata = json!({"name": metadata["name"], "namespace": namespace, "labels": metadata["labels"]});
-            object["metadata"] = metadata;
-            let fields = object.as_object_mut().expect("an object");
-            fields.remove("status");
-            // Addresses the API server allocates.
-            if let Some(spec) = fields.get_mut("spec").and_then(Value::as_object_mut) {
-                for allocated in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
-                    spec.remove(allocated);
-                }
-            }
-            object
-        })
+        .map(|object| strip_for_apply(object, namespace))
         .collect())
 }
 
+/// A stored object as a server-side-apply body for `namespace`: its name and labels, its
+/// spec without what the API server allocates, no status.
+pub fn strip_for_apply(mut object: Value, namespace: &str) -> Value {
+    let metadata = &object["metadata"];
+    let metadata =
+        json!({"name": metadata["name"], "namespace": namespace, "labels": metadata["labels"]});
+    object["metadata"] = metadata;
+    let fields = object.as_object_mut().expect("an object");
+    fields.remove("status");
+    if let Some(spec) = fields.get_mut("spec").and_then(Value::as_object_mut) {
+        for allocated in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+            spec.remove(allocated);
+        }
+    }
+    object
+}
+
 /// Server-side applies `objects` in order; how long until the API server stored all.
-async fn apply_directly(client: Client, objects: Vec<Value>) -> anyhow::Result<Duration> {
+pub async fn apply_directly(client: Client, objects: Vec<Value>) -> anyhow::Result<Duration> {
     let started = Instant::now();
     for object in objects {
         let types: TypeMeta = serde_json::from_value(object.clone())?;
@@ -442,8 +450,8 @@ async fn direct_baseline(
     let all_at_once = futures::future::try_join_all(bodies.map(apply_class)).await?;
     let what = "direct: server-side apply of the same objects to all spokes";
     let p50 = [
-        latencies(rows, what, one_at_a_time, 1),
-        latencies(rows, what, all_at_once, samples),
+        latencies(rows, "direct.apply", what, one_at_a_time, 1),
+        latencies(rows, "direct.apply", what, all_at_once, samples),
     ];
     for target in targets {
         target.delete_within(Duration::from_secs(300)).await?;

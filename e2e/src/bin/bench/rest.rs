@@ -78,46 +78,53 @@ pub async fn bench_rest(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         anyhow::ensure!(answer.status.as_u16() == 201, "create: {:#}", answer.body);
     }
     let took = started.elapsed().as_secs_f64();
-    rows.push(Row {
-        name: format!("rest: POST /packages, {packages} packages, {clients} clients"),
-        value: packages as f64 / took,
-        unit: "req/s",
-    });
+    rows.push(Row::new(
+        "rest.create_packages_rps",
+        format!("rest: POST /packages, {packages} packages, {clients} clients"),
+        packages as f64 / took,
+        "req/s",
+    ));
 
     let window = Duration::from_secs(seconds);
-    for (what, path) in [
+    for (id, what, path) in [
         (
+            "rest.list_packages",
             format!("GET /packages (all {packages})"),
             "/api/v1/packages".to_string(),
         ),
         (
+            "rest.page_packages",
             format!("GET /packages?limit=20 ({packages} present)"),
             "/api/v1/packages?limit=20&offset=500".to_string(),
         ),
         (
+            "rest.get_package",
             "GET /packages/{name}".to_string(),
             "/api/v1/packages/pkg-0500".to_string(),
         ),
     ] {
         let (rate, latencies) = load(pm.port, &path, clients, window).await?;
-        rows.push(Row {
-            name: format!("rest: {what}, {clients} clients"),
-            value: rate,
-            unit: "req/s",
-        });
+        rows.push(Row::new(
+            format!("{id}_rps"),
+            format!("rest: {what}, {clients} clients"),
+            rate,
+            "req/s",
+        ));
         for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
-            rows.push(Row {
-                name: format!("rest: {what}, {label}"),
-                value: percentile(&latencies, p),
-                unit: "ms",
-            });
+            rows.push(Row::new(
+                format!("{id}_{label}_ms"),
+                format!("rest: {what}, {label}"),
+                percentile(&latencies, p),
+                "ms",
+            ));
         }
     }
-    rows.push(Row {
-        name: format!("rest: PM resident memory with {packages} packages"),
-        value: rss_mib(pm.process.pid()),
-        unit: "MiB",
-    });
+    rows.push(Row::new(
+        "rest.pm_rss_mib",
+        format!("rest: PM resident memory with {packages} packages"),
+        rss_mib(pm.process.pid()),
+        "MiB",
+    ));
     // The PM runs until the namespace is gone: it removes its finalizers.
     ns.delete_within(Duration::from_secs(600)).await?;
     drop(pm);

@@ -68,7 +68,10 @@ pub(super) async fn apply(runtime: &ClassRuntime, ctx: &Context) -> Result<Actio
         .write(&api, runtime, &written, new_status)
         .await?;
 
-    if spec_changed && observed.apply_error.is_none() {
+    // A spec update is worth an event; a first rollout shows in the status it just got
+    // (an event per new runtime would cost a write per runtime at scale).
+    let updated = spec_changed && status.phase.is_some();
+    if updated && observed.apply_error.is_none() {
         let note = format!(
             "applied {} objects with the {} template",
             rendered.children.len(),

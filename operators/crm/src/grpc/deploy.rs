@@ -14,6 +14,7 @@ use oaas_core::tenancy::{
     self, CRM_LABEL, HUB_NAMESPACE_LABEL, ID_HASH_LABEL, REPLACES_ANNOTATION, id_hash,
     parse_deployment_id,
 };
+use oaas_core::wire::CLASS_RUNTIME_CLEANUP_FINALIZER;
 use oaas_crds::convert::runtime_spec_from_unit;
 use oaas_crds::validation::check_dns_label;
 use oaas_crds::{ClassRuntime, ClassRuntimeSpec};
@@ -327,6 +328,9 @@ impl DeploymentApi {
                     CRM_LABEL: self.namespaces.crm(),
                 },
                 "annotations": annotations,
+                // With its finalizer from the start, the controller's first pass renders
+                // instead of spending a round trip (and a watch event) on adding it.
+                "finalizers": [CLASS_RUNTIME_CLEANUP_FINALIZER],
             },
             "spec": spec,
         });
