@@ -52,18 +52,25 @@ pub struct Row {
 }
 
 impl Row {
+    /// A measured row, also logged at once (stderr) so a long run shows its progress and a
+    /// run cut short keeps what it measured.
     pub fn new(
         id: impl Into<String>,
         name: impl Into<String>,
         value: f64,
         unit: &'static str,
     ) -> Self {
-        Self {
+        let row = Self {
             id: id.into(),
             name: name.into(),
             value,
             unit,
-        }
+        };
+        eprintln!(
+            "measured {} = {:.1} {} ({})",
+            row.id, row.value, row.unit, row.name
+        );
+        row
     }
 }
 
@@ -328,14 +335,19 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let mut rows = Vec::new();
+    let mut outcome = Ok(());
     for group in GROUPS.iter().filter(|g| asked.iter().any(|a| a == *g)) {
-        match *group {
-            "crm" => bench_crm(&mut rows).await?,
-            "pm" => pm::bench_pm(&mut rows).await?,
-            "rest" => rest::bench_rest(&mut rows).await?,
-            _ => scale::bench_scale(&mut rows).await?,
+        outcome = match *group {
+            "crm" => bench_crm(&mut rows).await,
+            "pm" => pm::bench_pm(&mut rows).await,
+            "rest" => rest::bench_rest(&mut rows).await,
+            _ => scale::bench_scale(&mut rows).await,
+        };
+        if outcome.is_err() {
+            break;
         }
     }
+    // A failed phase still leaves the rows measured before it.
     print_and_save(&rows)?;
-    Ok(())
+    outcome
 }

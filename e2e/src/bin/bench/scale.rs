@@ -430,9 +430,11 @@ pub async fn bench_scale(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         ours / direct,
         "×",
     ));
-    for namespace in direct_namespaces {
-        namespace.delete_within(Duration::from_secs(900)).await?;
-    }
+    futures::stream::iter(direct_namespaces)
+        .map(|namespace| namespace.delete_within(Duration::from_secs(900)))
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
 
     // Deregister and clean up while the PM and the CRMs still run (their finalizers), then
     // one CRM with many ClassRuntimes.
@@ -454,9 +456,16 @@ pub async fn bench_scale(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     }
     ns.delete_within(Duration::from_secs(300)).await?;
     drop(pm);
-    for spoke in spokes {
-        spoke.crm_ns.delete_within(Duration::from_secs(300)).await?;
-    }
+    futures::stream::iter(spokes)
+        .map(|spoke| async move {
+            // The CRM runs until its namespace is gone.
+            let deleted = spoke.crm_ns.delete_within(Duration::from_secs(300)).await;
+            drop(spoke.crm);
+            deleted
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
     crm_with_many_runtimes(rows, &contexts[0], &clients[0], runtimes).await
 }
 
