@@ -276,22 +276,7 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     }
 
     // Clean up while the operators still run, so every finalizer is honoured.
-    let _ = deployments
-        .delete_collection(&DeleteParams::default(), &Default::default())
-        .await?;
-    wait_for(
-        "class deployments deleted",
-        Duration::from_secs(600),
-        || async {
-            Ok(deployments
-                .list(&Default::default())
-                .await?
-                .items
-                .is_empty()
-                .then_some(()))
-        },
-    )
-    .await?;
+    delete_all(&deployments, Duration::from_secs(600)).await?;
     for name in &clusters {
         oclusters.delete(name, &DeleteParams::default()).await?;
     }
@@ -305,6 +290,26 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     }
     drop(pm);
     Ok(())
+}
+
+/// Deletes every class deployment of the namespace and waits until they are gone (the
+/// PM removed them from the spokes).
+pub async fn delete_all(
+    deployments: &Api<OClassDeployment>,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let _ = deployments
+        .delete_collection(&DeleteParams::default(), &Default::default())
+        .await?;
+    wait_for("class deployments deleted", within, || async {
+        Ok(deployments
+            .list(&Default::default())
+            .await?
+            .items
+            .is_empty()
+            .then_some(()))
+    })
+    .await
 }
 
 type Caches = [(Store<Deployment>, tokio::task::JoinHandle<()>)];

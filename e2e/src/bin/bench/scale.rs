@@ -25,7 +25,7 @@ use oaas_e2e::{
 use oaas_proto::deployment::deployment_service_client::DeploymentServiceClient;
 use serde_json::{Value, json};
 
-use super::pm::{apply_directly, available, mk_package, strip_for_apply};
+use super::pm::{apply_directly, available, delete_all, mk_package, strip_for_apply};
 use super::{Row, cache, env_number, fill, percentile, rss_mib};
 
 /// Spokes each class deployment runs on (one cell).
@@ -350,22 +350,7 @@ pub async fn bench_scale(rows: &mut Vec<Row>) -> anyhow::Result<()> {
             rendered.push((spoke.server, objects));
         }
     }
-    let _ = deployments
-        .delete_collection(&DeleteParams::default(), &Default::default())
-        .await?;
-    wait_for(
-        "class deployments removed from the spokes",
-        Duration::from_secs(1800),
-        || async {
-            Ok(deployments
-                .list(&Default::default())
-                .await?
-                .items
-                .is_empty()
-                .then_some(()))
-        },
-    )
-    .await?;
+    delete_all(&deployments, Duration::from_secs(1800)).await?;
     for spoke in &spokes {
         wait_for(
             &format!("namespace {} removed", spoke.workloads),
