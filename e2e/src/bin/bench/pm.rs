@@ -196,26 +196,7 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         spoke_deployments
             .delete(&format!("d{i}-f"), &DeleteParams::default())
             .await?;
-        loop {
-            let cd = hub_cache.get(&key);
-            let seen = cd
-                .as_ref()
-                .and_then(|cd| cd.status.as_ref())
-                .is_some_and(|s| {
-                    s.clusters
-                        .iter()
-                        .any(|c| c.cluster == clusters[0] && c.phase != Some(Phase::Available))
-                });
-            if seen {
-                break;
-            }
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(30),
-                "hub never saw d{i} change"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        propagated.push(started.elapsed());
+        propagated.push(until_hub_sees(&hub_cache, &key, &clusters[0], started).await?);
     }
     latencies(
         rows,
@@ -290,6 +271,35 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     }
     drop(pm);
     Ok(())
+}
+
+/// Waits until the hub's status of `key` shows `cluster` no longer Available; how long
+/// since `started`.
+pub async fn until_hub_sees(
+    hub_cache: &Store<OClassDeployment>,
+    key: &ObjectRef<OClassDeployment>,
+    cluster: &str,
+    started: Instant,
+) -> anyhow::Result<Duration> {
+    loop {
+        let seen = hub_cache
+            .get(key)
+            .and_then(|cd| cd.status.clone())
+            .is_some_and(|s| {
+                s.clusters
+                    .iter()
+                    .any(|c| c.cluster == cluster && c.phase != Some(Phase::Available))
+            });
+        if seen {
+            return Ok(started.elapsed());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "hub never saw {} change",
+            key.name
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// Deletes every class deployment of the namespace and waits until they are gone (the

@@ -16,7 +16,6 @@ use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
-use oaas_crds::common::Phase;
 use oaas_crds::{OClassDeployment, OCluster, OPackage};
 use oaas_e2e::{
     Crm, E2E_CLUSTER_LABEL, Pm, TestNamespace, client_for, hub_context, install_all_crds,
@@ -25,7 +24,9 @@ use oaas_e2e::{
 use oaas_proto::deployment::deployment_service_client::DeploymentServiceClient;
 use serde_json::{Value, json};
 
-use super::pm::{apply_directly, available, delete_all, mk_package, strip_for_apply};
+use super::pm::{
+    apply_directly, available, delete_all, mk_package, strip_for_apply, until_hub_sees,
+};
 use super::{Row, cache, env_number, fill, percentile, rss_mib};
 
 /// Spokes each class deployment runs on (one cell).
@@ -269,25 +270,7 @@ pub async fn bench_scale(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         functions
             .delete(&format!("l{k}-f"), &DeleteParams::default())
             .await?;
-        loop {
-            let seen = hub_cache
-                .get(&key)
-                .and_then(|cd| cd.status.clone())
-                .is_some_and(|s| {
-                    s.clusters
-                        .iter()
-                        .any(|c| c.cluster == target.cluster && c.phase != Some(Phase::Available))
-                });
-            if seen {
-                break;
-            }
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(30),
-                "hub never saw l{k} change"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        propagated.push(started.elapsed());
+        propagated.push(until_hub_sees(&hub_cache, &key, &target.cluster, started).await?);
     }
     ms_rows(
         rows,
