@@ -59,7 +59,8 @@ async fn main() -> anyhow::Result<()> {
     let ready = runtimes.synced.clone();
     let controllers = oaas_operator_common::leader::lead(client.clone(), config.leader.clone(), {
         let (client, config, metrics) = (client.clone(), config.clone(), metrics.clone());
-        move || controller::run(client, config, metrics)
+        let runtimes = runtimes.clone();
+        move || controller::run(client, config, metrics, runtimes.clone())
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -144,7 +144,10 @@ pub async fn run(ctx: Arc<Context>, changed: mpsc::UnboundedReceiver<String>) {
             let found = object_ref_of(&hub, &id);
             async move { found }
         }))
-        .with_config(kube::runtime::controller::Config::default().concurrency(16))
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(oaas_operator_common::reconcile::CONCURRENCY),
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
@@ -190,11 +193,12 @@ async fn apply(cd: &OClassDeployment, ctx: &Context) -> Result<Action, Error> {
             return Ok(Action::requeue(Duration::from_secs(20)));
         }
         Decision::Rollout(plan) => {
+            let (acted, changed) = act(cd, ctx, &inputs.id, &plan).await;
+            // Told after the sends, which it would otherwise delay by a write.
             if plan.replanned {
                 let note = format!("clusters {:?}: {}", plan.plan.clusters, plan.plan.reason);
                 publish_event(&ctx.recorder, cd, EventType::Normal, "Planned", note).await;
             }
-            let (acted, changed) = act(cd, ctx, &inputs.id, &plan).await;
             report_restores(cd, ctx, &plan, &changed).await;
             decide::finish(&inputs, plan, acted)
         }

@@ -15,7 +15,7 @@ use kube::api::{
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use oaas_crds::common::Phase;
-use oaas_crds::{OClassDeployment, OCluster, OPackage};
+use oaas_crds::{ClassRuntime, OClassDeployment, OCluster, OPackage};
 use oaas_e2e::{
     Crm, E2E_CLUSTER_LABEL, Pm, TestNamespace, client_for, hub_context, install_all_crds,
     spoke_contexts, wait_for,
@@ -107,14 +107,16 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let (hub_cache, hub_driver) = cache(deployments.clone());
     let mut spoke_caches = Vec::new();
     for spoke in &spokes {
-        spoke_caches.push(cache(Api::<Deployment>::namespaced(
-            spoke.client.clone(),
-            &spoke.ns.name,
-        )));
+        let (client, ns) = (&spoke.client, &spoke.ns.name);
+        spoke_caches.push(SpokeCaches {
+            runtimes: cache(Api::namespaced(client.clone(), ns)),
+            workloads: cache(Api::namespaced(client.clone(), ns)),
+        });
     }
     hub_cache.wait_until_ready().await?;
-    for (store, _) in &spoke_caches {
-        store.wait_until_ready().await?;
+    for caches in &spoke_caches {
+        caches.runtimes.0.wait_until_ready().await?;
+        caches.workloads.0.wait_until_ready().await?;
     }
 
     // API writes for one class deployment, measured alone before any load.
@@ -140,7 +142,7 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
             deployments
                 .create(&PostParams::default(), &mk_deployment(i, &clusters)?)
                 .await?;
-            anyhow::Ok((format!("d{i}-f"), started))
+            anyhow::Ok((format!("d{i}"), started))
         }
     };
     create_packages(0..samples).await?;
@@ -155,9 +157,19 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let all_at_once = until_everywhere(&spokes, &spoke_caches, all_at_once).await?;
     let what = "pm: apply → workloads on all spokes";
     let ours = [
-        latencies(rows, "pm.apply", what, one_at_a_time, 1),
-        latencies(rows, "pm.apply", what, all_at_once, samples),
+        latencies(rows, "pm.apply", what, workloads(&one_at_a_time), 1),
+        latencies(rows, "pm.apply", what, workloads(&all_at_once), samples),
     ];
+    // Where that time goes: the hub's part (until the ClassRuntime is on every spoke), then
+    // the spokes' part (until its workload is).
+    for (arrivals, in_flight) in [(&one_at_a_time, 1), (&all_at_once, samples)] {
+        let hub_part = arrivals.iter().map(|a| a.runtime).collect();
+        let what = "pm: of which apply → ClassRuntime on all spokes (hub and PM)";
+        latencies(rows, "pm.stage_runtime", what, hub_part, in_flight);
+        let spoke_part = arrivals.iter().map(|a| a.workload - a.runtime).collect();
+        let what = "pm: of which ClassRuntime → workload on all spokes (CRMs)";
+        latencies(rows, "pm.stage_workload", what, spoke_part, in_flight);
+    }
 
     // The baseline: the same objects the CRM made, applied straight to every spoke with
     // server-side apply, as a tool that skips the hub would.
@@ -262,8 +274,9 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         oclusters.delete(name, &DeleteParams::default()).await?;
     }
     hub_driver.abort();
-    for (_, driver) in spoke_caches {
-        driver.abort();
+    for caches in spoke_caches {
+        caches.runtimes.1.abort();
+        caches.workloads.1.abort();
     }
     ns.delete_within(Duration::from_secs(300)).await?;
     for spoke in spokes {
@@ -322,39 +335,75 @@ pub async fn delete_all(
     .await
 }
 
-type Caches = [(Store<Deployment>, tokio::task::JoinHandle<()>)];
+/// A spoke namespace's ClassRuntimes and Deployments, each cached with its watch task.
+struct SpokeCaches {
+    runtimes: (Store<ClassRuntime>, tokio::task::JoinHandle<()>),
+    workloads: (Store<Deployment>, tokio::task::JoinHandle<()>),
+}
 
-/// Waits until each named Deployment exists on every spoke; how long each took since its
-/// start.
+/// When a class deployment had arrived on every spoke, since its apply: its ClassRuntime,
+/// then its function's Deployment.
+struct Arrival {
+    runtime: Duration,
+    workload: Duration,
+}
+
+fn workloads(arrivals: &[Arrival]) -> Vec<Duration> {
+    arrivals.iter().map(|a| a.workload).collect()
+}
+
+/// Waits until each named class deployment's function Deployment exists on every spoke;
+/// when it and its ClassRuntime got there.
 async fn until_everywhere(
     spokes: &[Spoke],
-    caches: &Caches,
+    caches: &[SpokeCaches],
     pending: Vec<(String, Instant)>,
-) -> anyhow::Result<Vec<Duration>> {
-    let mut pending = pending;
-    let mut took = Vec::with_capacity(pending.len());
+) -> anyhow::Result<Vec<Arrival>> {
+    let everywhere = |name: &str, workload: bool| {
+        spokes.iter().zip(caches).all(|(spoke, caches)| {
+            let ns = &spoke.ns.name;
+            if workload {
+                let child = ObjectRef::new(&format!("{name}-f")).within(ns);
+                caches.workloads.0.get(&child).is_some()
+            } else {
+                caches
+                    .runtimes
+                    .0
+                    .get(&ObjectRef::new(name).within(ns))
+                    .is_some()
+            }
+        })
+    };
+    let mut pending: Vec<_> = pending
+        .into_iter()
+        .map(|(name, started)| (name, started, None))
+        .collect();
+    let mut arrived = Vec::with_capacity(pending.len());
     while !pending.is_empty() {
         let now = Instant::now();
-        pending.retain(|(child, started)| {
-            let everywhere = spokes.iter().zip(caches).all(|(spoke, (store, _))| {
-                store
-                    .get(&ObjectRef::new(child).within(&spoke.ns.name))
-                    .is_some()
-            });
-            if everywhere {
-                took.push(now - *started);
+        pending.retain_mut(|(name, started, runtime)| {
+            if runtime.is_none() && everywhere(name, false) {
+                *runtime = Some(now - *started);
             }
-            !everywhere
+            let Some(runtime) = *runtime else { return true };
+            if !everywhere(name, true) {
+                return true;
+            }
+            arrived.push(Arrival {
+                runtime,
+                workload: now - *started,
+            });
+            false
         });
-        if let Some((child, started)) = pending.first() {
+        if let Some((name, started, _)) = pending.first() {
             anyhow::ensure!(
                 started.elapsed() < Duration::from_secs(60),
-                "{child} did not reach every spoke"
+                "{name} did not reach every spoke"
             );
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    Ok(took)
+    Ok(arrived)
 }
 
 /// The workloads the CRM made for class `i` on a spoke (Deployments, Services, autoscalers

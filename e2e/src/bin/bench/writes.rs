@@ -1,7 +1,7 @@
 //! API writes our components make for one class deployment on every spoke, from the API
 //! servers' own request counters (`apiserver_request_total`), which machine noise does not
 //! move. Only what our components write is counted: the OClassDeployment (less the bench's
-//! create) on the hub; ClassRuntimes, namespaces and the workloads' main resources on the
+//! create) and its package's status on the hub; ClassRuntimes, namespaces and the workloads' main resources on the
 //! spokes (Kubernetes' own controllers write only their status subresources there); and the
 //! events our operators report (listed, since the scheduler and controllers report events too).
 use std::collections::BTreeMap;
@@ -19,8 +19,9 @@ use super::pm::{Spoke, available, mk_deployment, mk_package};
 /// Write verbs as the API server counts them (server-side apply is `APPLY`).
 const WRITES: [&str; 5] = ["POST", "PUT", "PATCH", "APPLY", "DELETE"];
 
-/// Resources whose writes on the hub are ours, as `resource/subresource` (`*`: any).
-const HUB: [&str; 1] = ["classdeployments/*"];
+/// Resources whose writes on the hub are ours, as `resource/subresource` (`*`: any): the
+/// class deployment, and its package's status, which names the deployments using it.
+const HUB: [&str; 2] = ["classdeployments/*", "opackages/status"];
 /// The same on a spoke.
 const SPOKE: [&str; 5] = [
     "classruntimes/*",

@@ -13,8 +13,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Service;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -30,6 +28,7 @@ use tokio::sync::Mutex;
 use tracing::{instrument, warn};
 
 use crate::config::Config;
+use crate::grpc::Runtimes;
 use crate::metrics::Metrics;
 use crate::namespaces::{self, Namespaces};
 use crate::nfr;
@@ -100,17 +99,19 @@ impl Context {
     }
 }
 
-/// Runs the controller until the process is asked to stop.
-pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
+/// Runs the controller until the process is asked to stop, on the gRPC side's cache of this
+/// CRM's runtimes.
+pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, runtimes: Runtimes) {
     // Runtimes and children in every namespace, but only this CRM's: several may share a
     // cluster (each with its own namespace, which is its identity).
     let crm = config.namespace.clone();
     let owned = namespaces::selector(&crm);
     let managed =
         watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY},{owned}"));
-    let (deployments, deployment_stream) = child_stream::<Deployment>(&client, managed.clone());
-    let (services, service_stream) = child_stream::<Service>(&client, managed.clone());
-    let (autoscalers, hpa_stream) = child_stream::<HorizontalPodAutoscaler>(&client, managed);
+    let (deployments, deployment_stream) =
+        child_stream(&client, managed.clone(), project_deployment);
+    let (services, service_stream) = child_stream(&client, managed.clone(), project_metadata);
+    let (autoscalers, hpa_stream) = child_stream(&client, managed, project_metadata);
     let board = Arc::new(nfr::Board::default());
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -130,10 +131,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
         knative: Mutex::new(None),
         status: StatusWriter::new(FIELD_MANAGER),
     });
-    let controller = Controller::new(
-        Api::<ClassRuntime>::all(client.clone()),
-        watcher::Config::default().labels(&owned),
-    );
+    let controller = Controller::for_stream(runtimes.applied(), runtimes.store.clone());
     // The analyzer reports on the board and wakes the runtime it reported on.
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
     if let Some(settings) = ctx.config.nfr.clone() {
@@ -160,7 +158,10 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
         .owns_stream(service_stream)
         .owns_stream(hpa_stream)
         .reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(woken))
-        .with_config(kube::runtime::controller::Config::default().concurrency(16))
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(oaas_operator_common::reconcile::CONCURRENCY),
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
@@ -170,7 +171,13 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
 type ChildStream<K> =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<K, watcher::Error>> + Send>>;
 
-fn child_stream<K>(client: &Client, config: watcher::Config) -> (Store<K>, ChildStream<K>)
+/// A watch of children kept in a cache as `project` trims them: the cache holds one copy of
+/// every child of every runtime, so it keeps only what the controller reads.
+fn child_stream<K>(
+    client: &Client,
+    config: watcher::Config,
+    project: fn(&mut K),
+) -> (Store<K>, ChildStream<K>)
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -183,12 +190,28 @@ where
     let (reader, writer) = reflector::store();
     let stream = watcher(Api::<K>::all(client.clone()), config)
         .default_backoff()
-        // Managed fields are most of an object and nothing here reads them.
-        .modify(|o| o.managed_fields_mut().clear())
+        .modify(project)
         .reflect(writer)
         // Touched, not applied: a deleted child must wake its owner up so it comes back.
         .touched_objects();
     (reader, Box::pin(stream))
+}
+
+/// What the controller reads of a child: its metadata (name, labels, generation, version,
+/// age); not its annotations or managed fields.
+fn project_metadata<K: Resource>(child: &mut K) {
+    let meta = child.meta_mut();
+    meta.managed_fields = None;
+    meta.annotations = None;
+}
+
+/// What the controller reads of a Deployment: its metadata, desired replicas, selector and
+/// status; not its Pod template, the bulk of it.
+fn project_deployment(deployment: &mut Deployment) {
+    project_metadata(deployment);
+    if let Some(spec) = deployment.spec.as_mut() {
+        spec.template = Default::default();
+    }
 }
 
 #[instrument(skip_all, fields(class_runtime = %runtime.name_any(), correlation_id))]
@@ -222,4 +245,39 @@ async fn reconcile(runtime: Arc<ClassRuntime>, ctx: Arc<Context>) -> Result<Acti
 fn error_policy(runtime: Arc<ClassRuntime>, error: &Error, _ctx: Arc<Context>) -> Action {
     warn!(class_runtime = %runtime.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_deployment_keeps_what_the_controller_reads() {
+        let mut deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "d-f", "namespace": "ns", "generation": 3, "resourceVersion": "42",
+                "labels": {"app.kubernetes.io/instance": "d"},
+                "annotations": {"deployment.kubernetes.io/revision": "1"},
+                "managedFields": [{"manager": "oaas-crm", "operation": "Apply"}],
+            },
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "d-f"}},
+                "template": {"spec": {"containers": [{"name": "f", "image": "img/f:1"}]}},
+            },
+            "status": {"replicas": 2, "readyReplicas": 1, "observedGeneration": 3},
+        }))
+        .unwrap();
+        project_deployment(&mut deployment);
+        let meta = &deployment.metadata;
+        assert_eq!(meta.generation, Some(3));
+        assert_eq!(meta.resource_version.as_deref(), Some("42"));
+        assert_eq!(meta.labels.as_ref().map(|l| l.len()), Some(1));
+        assert!(meta.annotations.is_none() && meta.managed_fields.is_none());
+        let spec = deployment.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        assert!(spec.selector.match_labels.is_some());
+        assert!(spec.template.spec.is_none(), "the Pod template is not kept");
+        assert_eq!(deployment.status.unwrap().ready_replicas, Some(1));
+    }
 }

@@ -44,6 +44,13 @@ pub struct DeploymentApi {
     metrics: Arc<Metrics>,
 }
 
+/// What a Deploy read before it writes: the runtime under the target's name, and (when
+/// read ahead) every runtime of the deployment id, which a new runtime replaces.
+struct Read {
+    existing: Option<ClassRuntime>,
+    replaces: Option<Vec<ClassRuntime>>,
+}
+
 /// Where a unit goes: its ClassRuntime's namespace and name.
 struct Target {
     namespace: String,
@@ -94,28 +101,37 @@ impl DeploymentApi {
     /// have seen a runtime created a moment ago), plus one left from before ids carried the
     /// hub. More than one while a deployment moves to another namespace or name.
     async fn find_all(&self, deployment_id: &str) -> Result<Vec<ClassRuntime>, Status> {
-        let mut found: Vec<ClassRuntime> = self
+        let cached: Vec<ClassRuntime> = self
             .runtimes
             .find_all(deployment_id)
             .into_iter()
             .map(|r| (*r).clone())
             .collect();
-        if found.is_empty() {
-            // Only this CRM's: another CRM in the cluster may hold the same id.
-            let ours = namespaces::selector(self.namespaces.crm());
-            found = self
-                .list_by_id(Api::all(self.client.clone()), deployment_id, Some(&ours))
-                .await?;
-        }
-        if let Ok(id) = parse_deployment_id(deployment_id) {
-            let legacy = self.api(self.namespaces.crm());
-            let old_style = self.list_by_id(legacy, &id.within_hub(), None).await?;
-            found.extend(
-                old_style
-                    .into_iter()
-                    .filter(|r| !r.labels().contains_key(CRM_LABEL)),
-            );
-        }
+        // Both lists at once: this runs before a new runtime's write.
+        let (found, old_style) = tokio::join!(
+            async {
+                if !cached.is_empty() {
+                    return Ok(cached);
+                }
+                // Only this CRM's: another CRM in the cluster may hold the same id.
+                let ours = namespaces::selector(self.namespaces.crm());
+                self.list_by_id(Api::all(self.client.clone()), deployment_id, Some(&ours))
+                    .await
+            },
+            async {
+                let Ok(id) = parse_deployment_id(deployment_id) else {
+                    return Ok(Vec::new());
+                };
+                let legacy = self.api(self.namespaces.crm());
+                self.list_by_id(legacy, &id.within_hub(), None).await
+            },
+        );
+        let mut found = found?;
+        found.extend(
+            old_style?
+                .into_iter()
+                .filter(|r| !r.labels().contains_key(CRM_LABEL)),
+        );
         Ok(found)
     }
 
@@ -174,11 +190,22 @@ impl DeploymentApi {
         // checked against; when something else wrote in between (the controller's status or
         // finalizer, another request), the check runs again on a fresh read.
         for _ in 0..CONFLICT_ATTEMPTS {
-            match self
-                .namespaces
-                .claim(&target.namespace, &target.tenant)
-                .await
-            {
+            // The namespace check and the reads go out at once: one round trip before the
+            // write instead of up to four. A deployment this CRM's cache does not know is
+            // likely new, and a new one needs the runtimes it replaces.
+            let likely_new = self.runtimes.find(&spec.deployment_id).is_none();
+            let (claimed, existing, replaces) = tokio::join!(
+                self.namespaces.claim(&target.namespace, &target.tenant),
+                self.read(&target),
+                async {
+                    if likely_new {
+                        self.find_all(&spec.deployment_id).await.map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                },
+            );
+            match claimed {
                 Ok(()) => {}
                 Err(ClaimError::Raced) => continue,
                 Err(ClaimError::Kube(e)) => return Err(kube_status("claiming the namespace", e)),
@@ -189,8 +216,18 @@ impl DeploymentApi {
                     return Err(Status::unavailable(e.to_string()));
                 }
             }
+            let read = Read {
+                existing: existing?,
+                replaces: replaces?,
+            };
             let stored = self
-                .store(&target, &spec, request.expected_revision, correlation_id)
+                .store(
+                    &target,
+                    &spec,
+                    read,
+                    request.expected_revision,
+                    correlation_id,
+                )
                 .await?;
             if let Some(response) = stored {
                 return Ok(response);
@@ -202,11 +239,22 @@ impl DeploymentApi {
         )))
     }
 
-    /// One read-check-write of a unit; `None` when the write lost a race and must be redone.
+    /// The runtime stored under the target's name, read from the API (not the cache: the
+    /// check before a write must see the latest).
+    async fn read(&self, target: &Target) -> Result<Option<ClassRuntime>, Status> {
+        self.api(&target.namespace)
+            .get_opt(&target.name)
+            .await
+            .map_err(|e| kube_status("reading ClassRuntime", e))
+    }
+
+    /// The check-write half of a unit's read-check-write; `None` when the write lost a race
+    /// and must be redone.
     async fn store(
         &self,
         target: &Target,
         spec: &ClassRuntimeSpec,
+        Read { existing, replaces }: Read,
         expected_revision: Option<i64>,
         correlation_id: &str,
     ) -> Result<Option<pb::DeployResponse>, Status> {
@@ -214,10 +262,6 @@ impl DeploymentApi {
             namespace, name, ..
         } = target;
         let api = self.api(namespace);
-        let existing = api
-            .get_opt(name)
-            .await
-            .map_err(|e| kube_status("reading ClassRuntime", e))?;
         let response = |changed| {
             Some(pb::DeployResponse {
                 deployment_id: spec.deployment_id.clone(),
@@ -260,7 +304,10 @@ impl DeploymentApi {
         }
         let written = match &existing {
             None => {
-                let replaces = self.find_all(&spec.deployment_id).await?;
+                let replaces = match replaces {
+                    Some(replaces) => replaces,
+                    None => self.find_all(&spec.deployment_id).await?,
+                };
                 self.create(target, spec, &replaces, correlation_id).await
             }
             Some(existing) => {

@@ -1,12 +1,13 @@
 //! The informer cache of ClassRuntimes and the feed of their changes: what the status calls
-//! answer from, and what `WatchDeploymentStatus` streams (a snapshot, then each change).
+//! answer from, what `WatchDeploymentStatus` streams (a snapshot, then each change), and
+//! what the controller runs on (one copy of each runtime in memory, not one per user).
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use oaas_core::tenancy::REPLACES_ANNOTATION;
@@ -25,6 +26,8 @@ pub struct Runtimes {
     /// The store is filled (the one waiter on it; see `Synced`).
     pub synced: Synced,
     changes: broadcast::Sender<pb::DeploymentStatusEvent>,
+    /// Each runtime the watch applied, once the store holds it: what wakes the controller.
+    applied: broadcast::Sender<ObjectRef<ClassRuntime>>,
 }
 
 impl Runtimes {
@@ -34,6 +37,8 @@ impl Runtimes {
         let (store, writer) = reflector::store();
         let (changes, _) = broadcast::channel(4096);
         let sender = changes.clone();
+        let (applied, _) = broadcast::channel(4096);
+        let applied_sender = applied.clone();
         let owned = watcher::Config::default().labels(&crate::namespaces::selector(crm));
         let stream = watcher(Api::<ClassRuntime>::all(client.clone()), owned)
             .default_backoff()
@@ -41,6 +46,7 @@ impl Runtimes {
             .modify(|o| o.managed_fields_mut().clear())
             .reflect(writer);
         let store_for_events = store.clone();
+        let (filled, mut filled_flag) = tokio::sync::watch::channel(false);
         let driver = async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
@@ -49,6 +55,8 @@ impl Runtimes {
                 let current = |r: &ClassRuntime| current(&store_for_events, &r.spec.deployment_id);
                 let (kind, runtime) = match event {
                     Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
+                        // No receiver is fine: the controller runs only while it leads.
+                        let _ = applied_sender.send(ObjectRef::from_obj(&r));
                         let runtime = current(&r).map_or(r, |c| (*c).clone());
                         (pb::deployment_status_event::Kind::Upserted, runtime)
                     }
@@ -56,6 +64,10 @@ impl Runtimes {
                         Some(c) => (pb::deployment_status_event::Kind::Upserted, (*c).clone()),
                         None => (pb::deployment_status_event::Kind::Deleted, r),
                     },
+                    Ok(watcher::Event::InitDone) => {
+                        let _ = filled.send(true);
+                        continue;
+                    }
                     Ok(_) => continue,
                     Err(e) => {
                         warn!(error = %e, "ClassRuntime watch failed; retrying");
@@ -66,18 +78,49 @@ impl Runtimes {
                 let _ = sender.send(event_of(kind, &runtime));
             }
         };
-        let synced = Synced::after({
-            let store = store.clone();
-            async move { store.wait_until_ready().await.is_ok() }
-        });
+        // Filled when the first list is in, as the driver sees it: the store's own
+        // `wait_until_ready` wakes one waiter only, and the controller waits on it too.
+        let synced = Synced::after(async move { filled_flag.wait_for(|f| *f).await.is_ok() });
         (
             Self {
                 store,
                 synced,
                 changes,
+                applied,
             },
             driver,
         )
+    }
+
+    /// What the controller runs on, sharing this cache rather than keeping a second copy of
+    /// every runtime: each cached runtime once the cache is filled, then each one the watch
+    /// applies. A receiver that falls behind the feed gets every runtime again.
+    pub fn applied(
+        &self,
+    ) -> impl Stream<Item = Result<ClassRuntime, watcher::Error>> + Send + 'static {
+        let receiver = self.applied.subscribe();
+        let (store, synced) = (self.store.clone(), self.synced.clone());
+        let state = (receiver, Vec::<Arc<ClassRuntime>>::new(), false);
+        futures::stream::unfold(state, move |(mut receiver, mut due, mut filled)| {
+            let (store, synced) = (store.clone(), synced.clone());
+            async move {
+                loop {
+                    if let Some(runtime) = due.pop() {
+                        return Some((Ok((*runtime).clone()), (receiver, due, filled)));
+                    }
+                    if !filled {
+                        synced.wait().await;
+                        (due, filled) = (store.state(), true);
+                        continue;
+                    }
+                    match receiver.recv().await {
+                        Ok(key) => due.extend(store.get(&key)),
+                        Err(broadcast::error::RecvError::Lagged(_)) => due = store.state(),
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        })
     }
 
     /// The runtime of a deployment id (see [`current`]).
