@@ -45,10 +45,11 @@ pub struct DeploymentApi {
 }
 
 /// What a Deploy read before it writes: the runtime under the target's name, and (when
-/// read ahead) every runtime of the deployment id, which a new runtime replaces.
+/// read ahead) every runtime of the deployment id, which a new runtime replaces; that
+/// lookup's failure matters only if the runtime turns out to be new.
 struct Read {
     existing: Option<ClassRuntime>,
-    replaces: Option<Vec<ClassRuntime>>,
+    replaces: Option<Result<Vec<ClassRuntime>, Status>>,
 }
 
 /// Where a unit goes: its ClassRuntime's namespace and name.
@@ -199,9 +200,9 @@ impl DeploymentApi {
                 self.read(&target),
                 async {
                     if likely_new {
-                        self.find_all(&spec.deployment_id).await.map(Some)
+                        Some(self.find_all(&spec.deployment_id).await)
                     } else {
-                        Ok(None)
+                        None
                     }
                 },
             );
@@ -218,7 +219,7 @@ impl DeploymentApi {
             }
             let read = Read {
                 existing: existing?,
-                replaces: replaces?,
+                replaces,
             };
             let stored = self
                 .store(
@@ -305,7 +306,7 @@ impl DeploymentApi {
         let written = match &existing {
             None => {
                 let replaces = match replaces {
-                    Some(replaces) => replaces,
+                    Some(replaces) => replaces?,
                     None => self.find_all(&spec.deployment_id).await?,
                 };
                 self.create(target, spec, &replaces, correlation_id).await

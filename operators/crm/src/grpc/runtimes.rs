@@ -26,8 +26,18 @@ pub struct Runtimes {
     /// The store is filled (the one waiter on it; see `Synced`).
     pub synced: Synced,
     changes: broadcast::Sender<pb::DeploymentStatusEvent>,
-    /// Each runtime the watch applied, once the store holds it: what wakes the controller.
-    applied: broadcast::Sender<ObjectRef<ClassRuntime>>,
+    /// What the store changed by, once it holds the change: what wakes the controller.
+    applied: broadcast::Sender<Applied>,
+}
+
+/// A change the store took in.
+#[derive(Clone, Debug)]
+enum Applied {
+    /// One runtime changed.
+    One(ObjectRef<ClassRuntime>),
+    /// The watch listed everything again: the store holds the new list only from its end
+    /// (`InitDone`), and anything in it may have changed.
+    All,
 }
 
 impl Runtimes {
@@ -53,19 +63,25 @@ impl Runtimes {
                 // While a deployment moves, its new runtime stands for it in every event: the
                 // hub must not see the old one's status as the deployment's.
                 let current = |r: &ClassRuntime| current(&store_for_events, &r.spec.deployment_id);
+                let upserted = |r: ClassRuntime| {
+                    let runtime = current(&r).map_or(r, |c| (*c).clone());
+                    (pb::deployment_status_event::Kind::Upserted, runtime)
+                };
                 let (kind, runtime) = match event {
-                    Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
+                    Ok(watcher::Event::Apply(r)) => {
                         // No receiver is fine: the controller runs only while it leads.
-                        let _ = applied_sender.send(ObjectRef::from_obj(&r));
-                        let runtime = current(&r).map_or(r, |c| (*c).clone());
-                        (pb::deployment_status_event::Kind::Upserted, runtime)
+                        let _ = applied_sender.send(Applied::One(ObjectRef::from_obj(&r)));
+                        upserted(r)
                     }
+                    // The controller hears of a re-list at its end, with `Applied::All`.
+                    Ok(watcher::Event::InitApply(r)) => upserted(r),
                     Ok(watcher::Event::Delete(r)) => match current(&r) {
                         Some(c) => (pb::deployment_status_event::Kind::Upserted, (*c).clone()),
                         None => (pb::deployment_status_event::Kind::Deleted, r),
                     },
                     Ok(watcher::Event::InitDone) => {
                         let _ = filled.send(true);
+                        let _ = applied_sender.send(Applied::All);
                         continue;
                     }
                     Ok(_) => continue,
@@ -114,8 +130,10 @@ impl Runtimes {
                         continue;
                     }
                     match receiver.recv().await {
-                        Ok(key) => due.extend(store.get(&key)),
-                        Err(broadcast::error::RecvError::Lagged(_)) => due = store.state(),
+                        Ok(Applied::One(key)) => due.extend(store.get(&key)),
+                        Ok(Applied::All) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                            due = store.state()
+                        }
                         Err(broadcast::error::RecvError::Closed) => return None,
                     }
                 }
