@@ -27,9 +27,21 @@ exists() { kind get clusters 2>/dev/null | grep -qx "oaas-$1"; }
 # A cluster whose node container stopped (say, Docker was restarted) is not usable.
 node_running() { [[ "$(docker inspect -f '{{.State.Running}}' "$(node "$1")" 2>/dev/null)" == true ]]; }
 
+# Warns when Docker's disk is nearly full: above 85 % use a node's kubelet garbage-collects
+# images, the preloaded control-plane images among them (nothing can pull them again here),
+# and the control plane then never starts (kubeadm times out after 4 minutes).
+check_disk() {
+  local used
+  used="$(df --output=pcent "$(docker info -f '{{.DockerRootDir}}' 2>/dev/null || echo /)" | tail -1 | tr -dc 0-9)"
+  if (( used >= 80 )); then
+    log "warning: the disk under Docker is ${used}% full; kind nodes fail to start their control plane near 85%: free space (e.g. old build caches) first"
+  fi
+}
+
 case "${1:-up}" in
   up)
     mkdir -p "$(dirname "$KIND_KUBECONFIG")"
+    check_disk
     image=(); [[ -n ${KIND_NODE_IMAGE:-} ]] && image=(--image "$KIND_NODE_IMAGE")
     for c in "${CLUSTERS[@]}"; do
       if exists "$c" && ! node_running "$c"; then
