@@ -359,19 +359,16 @@ async fn until_everywhere(
     caches: &[SpokeCaches],
     pending: Vec<(String, Instant)>,
 ) -> anyhow::Result<Vec<Arrival>> {
-    let everywhere = |name: &str, workload: bool| {
+    let runtime_everywhere = |name: &str| {
         spokes.iter().zip(caches).all(|(spoke, caches)| {
-            let ns = &spoke.ns.name;
-            if workload {
-                let child = ObjectRef::new(&format!("{name}-f")).within(ns);
-                caches.workloads.0.get(&child).is_some()
-            } else {
-                caches
-                    .runtimes
-                    .0
-                    .get(&ObjectRef::new(name).within(ns))
-                    .is_some()
-            }
+            let runtime = ObjectRef::new(name).within(&spoke.ns.name);
+            caches.runtimes.0.get(&runtime).is_some()
+        })
+    };
+    let workload_everywhere = |name: &str| {
+        spokes.iter().zip(caches).all(|(spoke, caches)| {
+            let child = ObjectRef::new(&format!("{name}-f")).within(&spoke.ns.name);
+            caches.workloads.0.get(&child).is_some()
         })
     };
     let mut pending: Vec<_> = pending
@@ -382,11 +379,11 @@ async fn until_everywhere(
     while !pending.is_empty() {
         let now = Instant::now();
         pending.retain_mut(|(name, started, runtime)| {
-            if runtime.is_none() && everywhere(name, false) {
+            if runtime.is_none() && runtime_everywhere(name) {
                 *runtime = Some(now - *started);
             }
             let Some(runtime) = *runtime else { return true };
-            if !everywhere(name, true) {
+            if !workload_everywhere(name) {
                 return true;
             }
             arrived.push(Arrival {

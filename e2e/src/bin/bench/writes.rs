@@ -1,9 +1,10 @@
 //! API writes our components make for one class deployment on every spoke, from the API
 //! servers' own request counters (`apiserver_request_total`), which machine noise does not
 //! move. Only what our components write is counted: the OClassDeployment (less the bench's
-//! create) and its package's status on the hub; ClassRuntimes, namespaces and the workloads' main resources on the
-//! spokes (Kubernetes' own controllers write only their status subresources there); and the
-//! events our operators report (listed, since the scheduler and controllers report events too).
+//! create) and its package's status on the hub; ClassRuntimes, namespaces and the workloads'
+//! main resources on the spokes (Kubernetes' own controllers write only their status
+//! subresources there); and the events our operators report (listed, since the scheduler and
+//! controllers report events too).
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

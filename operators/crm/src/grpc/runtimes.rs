@@ -23,7 +23,7 @@ use tracing::warn;
 #[derive(Clone)]
 pub struct Runtimes {
     pub store: Store<ClassRuntime>,
-    /// The store is filled (the one waiter on it; see `Synced`).
+    /// The store is filled: the watch's first list is in (see `Synced`).
     pub synced: Synced,
     changes: broadcast::Sender<pb::DeploymentStatusEvent>,
     /// What the store changed by, once it holds the change: what wakes the controller.
