@@ -3,7 +3,9 @@
 //! when it carries the CRM's label (an administrator's hand-over), refuses one that serves
 //! another tenant, and releases it once it holds no ClassRuntime any more.
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use oaas_core::tenancy::{CREATED_BY_CRM_ANNOTATION, CRM_LABEL, SERVES_ANNOTATION};
 use oaas_core::wire::CRM_FIELD_MANAGER;
@@ -151,15 +153,28 @@ impl Namespaces {
     /// Once `name` holds no ClassRuntime but `leaving` (and ones being deleted, which may be
     /// leaving at the same moment): deletes it when the CRM created it, otherwise lets it
     /// serve another tenant later. The namespace's other contents do not keep it.
-    pub async fn release(&self, name: &str, leaving: &str) -> Result<(), kube::Error> {
-        let runtimes = Api::<ClassRuntime>::namespaced(self.client.clone(), name)
+    ///
+    /// `cached` (this CRM's runtimes as its watch holds them) answers "another one stays"
+    /// without a call: listing the namespace for each runtime that goes made deleting `n`
+    /// runtimes cost `n` lists of up to `n` objects. Only "none stays" is confirmed by a
+    /// list, since the cache may not hold a runtime created a moment ago.
+    pub async fn release(
+        &self,
+        name: &str,
+        leaving: &str,
+        cached: &Store<ClassRuntime>,
+    ) -> Result<(), kube::Error> {
+        if cached.find(|r| stays(&r.metadata, name, leaving)).is_some() {
+            return Ok(());
+        }
+        let listed = Api::<ClassRuntime>::namespaced(self.client.clone(), name)
             .list_metadata(&ListParams::default().labels(&selector(&self.crm)))
             .await?;
-        let staying = runtimes
+        if listed
             .items
             .iter()
-            .any(|r| r.name_any() != leaving && r.metadata.deletion_timestamp.is_none());
-        if staying {
+            .any(|r| stays(&r.metadata, name, leaving))
+        {
             return Ok(());
         }
         let Some(namespace) = self.api().get_opt(name).await? else {
@@ -195,6 +210,14 @@ impl Namespaces {
         }
         Ok(())
     }
+}
+
+/// Whether a runtime keeps namespace `namespace` when `leaving` goes: it is in it, it is
+/// another one, and it is not being deleted (it may be leaving at the same moment).
+fn stays(runtime: &ObjectMeta, namespace: &str, leaving: &str) -> bool {
+    runtime.namespace.as_deref() == Some(namespace)
+        && runtime.name.as_deref() != Some(leaving)
+        && runtime.deletion_timestamp.is_none()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -290,5 +313,39 @@ mod tests {
             claim(Some(&gone), "team-b", "oaas-crm", "hub/team-b"),
             Claim::Terminating
         );
+    }
+
+    #[test]
+    fn only_another_runtime_not_being_deleted_keeps_a_namespace() {
+        let runtime = |namespace: &str, name: &str, deleting: bool| ObjectMeta {
+            namespace: Some(namespace.into()),
+            name: Some(name.into()),
+            deletion_timestamp: deleting.then(|| {
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::now(),
+                )
+            }),
+            ..Default::default()
+        };
+        assert!(stays(
+            &runtime("team-b", "other", false),
+            "team-b",
+            "leaving"
+        ));
+        assert!(!stays(
+            &runtime("team-b", "leaving", false),
+            "team-b",
+            "leaving"
+        ));
+        assert!(!stays(
+            &runtime("team-b", "other", true),
+            "team-b",
+            "leaving"
+        ));
+        assert!(!stays(
+            &runtime("team-c", "other", false),
+            "team-b",
+            "leaving"
+        ));
     }
 }

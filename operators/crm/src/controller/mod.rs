@@ -73,6 +73,8 @@ pub struct Context {
     recorder: Recorder,
     /// The spoke namespaces: released when their last runtime goes.
     namespaces: Namespaces,
+    /// This CRM's ClassRuntimes as the gRPC side's cache holds them.
+    runtimes: Store<ClassRuntime>,
     knative: Mutex<Option<(Instant, bool)>>,
     status: StatusWriter<ClassRuntimeStatus>,
 }
@@ -125,6 +127,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, runtimes
             },
         ),
         namespaces: Namespaces::new(client.clone(), crm),
+        runtimes: runtimes.store.clone(),
         config,
         metrics,
         nfr: board.clone(),

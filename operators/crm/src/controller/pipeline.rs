@@ -175,6 +175,6 @@ pub(super) async fn cleanup(runtime: &ClassRuntime, ctx: &Context) -> Result<Act
     )
     .await;
     // Last: the event goes to the runtime's namespace, which this may remove.
-    ctx.namespaces.release(&ns, &name).await?;
+    ctx.namespaces.release(&ns, &name, &ctx.runtimes).await?;
     Ok(Action::await_change())
 }

@@ -160,11 +160,7 @@ fn current(store: &Store<ClassRuntime>, deployment_id: &str) -> Option<Arc<Class
 }
 
 fn find_all(store: &Store<ClassRuntime>, deployment_id: &str) -> Vec<Arc<ClassRuntime>> {
-    store
-        .state()
-        .into_iter()
-        .filter(|r| r.spec.deployment_id == deployment_id)
-        .collect()
+    store.state_filter(|r| r.spec.deployment_id == deployment_id)
 }
 
 pub(super) fn status_of(runtime: &ClassRuntime) -> pb::DeploymentStatus {

@@ -4,8 +4,6 @@
 //! observation, so it needs no API calls for them) and the hashes of what was applied.
 mod observe;
 
-use std::sync::Arc;
-
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
@@ -132,25 +130,30 @@ impl Children {
     /// Names of the children of a kind that belong to runtime `name`, from the caches (or
     /// the API for Knative Services, which are rare enough not to need a cache).
     async fn existing(&self, ns: &str, name: &str, kind: ChildKind) -> Result<Vec<String>, Error> {
-        fn owned<K: Resource>(items: Vec<Arc<K>>, ns: &str, name: &str) -> Vec<String> {
-            items
-                .iter()
-                .filter(|o| o.meta().namespace.as_deref() == Some(ns))
-                .filter(|o| {
-                    o.meta()
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(LABEL_INSTANCE))
-                        .map(String::as_str)
-                        == Some(name)
+        fn owned<K: Resource<DynamicType = ()> + Clone>(
+            store: &Store<K>,
+            ns: &str,
+            name: &str,
+        ) -> Vec<String> {
+            store
+                .state_filter(|o| {
+                    let meta = o.meta();
+                    meta.namespace.as_deref() == Some(ns)
+                        && meta
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get(LABEL_INSTANCE))
+                            .map(String::as_str)
+                            == Some(name)
                 })
+                .iter()
                 .filter_map(|o| o.meta().name.clone())
                 .collect()
         }
         Ok(match kind {
-            ChildKind::Deployment => owned(self.stores.deployments.state(), ns, name),
-            ChildKind::Service => owned(self.stores.services.state(), ns, name),
-            ChildKind::HorizontalPodAutoscaler => owned(self.stores.autoscalers.state(), ns, name),
+            ChildKind::Deployment => owned(&self.stores.deployments, ns, name),
+            ChildKind::Service => owned(&self.stores.services, ns, name),
+            ChildKind::HorizontalPodAutoscaler => owned(&self.stores.autoscalers, ns, name),
             ChildKind::KnativeService => self
                 .api(ns, kind)
                 .list(&ListParams::default().labels(&selector(name)))
