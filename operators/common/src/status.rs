@@ -26,7 +26,7 @@ pub struct StatusWriter<S> {
     written_at: Mutex<HashMap<String, Instant>>,
 }
 
-impl<S: Clone + PartialEq + Default + Serialize> StatusWriter<S> {
+impl<S: Clone + PartialEq + Default + Serialize + DeserializeOwned> StatusWriter<S> {
     pub fn new(field_manager: &'static str) -> Self {
         Self {
             field_manager,
@@ -88,7 +88,7 @@ impl<S: Clone + PartialEq + Default + Serialize> StatusWriter<S> {
         self.written
             .lock()
             .expect("status memory lock")
-            .insert(key(object), status);
+            .insert(key(object), as_stored(status));
         self.written_at
             .lock()
             .expect("status memory lock")
@@ -108,6 +108,15 @@ impl<S: Clone + PartialEq + Default + Serialize> StatusWriter<S> {
             .expect("status memory lock")
             .remove(&key);
     }
+}
+
+/// `status` as the API gives it back. The API keeps times to the second: a status remembered
+/// with finer times would never equal the cache's copy, so it would be held (one per object)
+/// until the next write instead of being forgotten once the cache shows it.
+fn as_stored<S: Serialize + DeserializeOwned>(status: S) -> S {
+    serde_json::to_value(&status)
+        .and_then(serde_json::from_value)
+        .unwrap_or(status)
 }
 
 /// The uid: a deleted and recreated object with the same name starts afresh.
@@ -164,5 +173,14 @@ mod tests {
             "caught up: dropped"
         );
         assert_eq!(writer.current(&object, Some(&"newer".into())), "newer");
+    }
+
+    #[test]
+    fn a_write_is_remembered_as_the_api_stores_it() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let written: k8s_openapi::jiff::Timestamp =
+            "2026-12-03T10:00:00.123456789Z".parse().unwrap();
+        let stored: k8s_openapi::jiff::Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+        assert_eq!(as_stored(Some(Time(written))), Some(Time(stored)));
     }
 }
