@@ -860,12 +860,41 @@ async fn foreign_and_created_namespaces(
         .await?;
     assert_eq!(echo.labels()[CRM_LABEL], crm);
 
-    // Its last runtime deleted, the namespace goes too.
+    // While another runtime is there, one that goes leaves the namespace in place.
+    grpc.deploy(deploy_request(mk_unit(created, "cart2"), "c2"))
+        .await?;
     assert!(
         grpc.delete_deployment(pb::DeleteDeploymentRequest { deployment_id: id })
             .await?
             .into_inner()
             .existed
+    );
+    wait_for(
+        &format!("cart's runtime gone from {created}"),
+        Duration::from_secs(30),
+        || async {
+            Ok(runtimes_in(created)
+                .get_opt("cart")
+                .await?
+                .is_none()
+                .then_some(()))
+        },
+    )
+    .await?;
+    let kept = namespaces.get(created).await?;
+    assert!(
+        kept.metadata.deletion_timestamp.is_none(),
+        "cart2 still holds {created}"
+    );
+
+    // Its last runtime deleted, the namespace goes too.
+    assert!(
+        grpc.delete_deployment(pb::DeleteDeploymentRequest {
+            deployment_id: deployment_id(created, "cart2"),
+        })
+        .await?
+        .into_inner()
+        .existed
     );
     wait_gone(&namespaces, created).await
 }

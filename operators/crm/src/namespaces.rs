@@ -327,25 +327,14 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(stays(
-            &runtime("team-b", "other", false),
-            "team-b",
-            "leaving"
-        ));
-        assert!(!stays(
-            &runtime("team-b", "leaving", false),
-            "team-b",
-            "leaving"
-        ));
-        assert!(!stays(
-            &runtime("team-b", "other", true),
-            "team-b",
-            "leaving"
-        ));
-        assert!(!stays(
-            &runtime("team-c", "other", false),
-            "team-b",
-            "leaving"
-        ));
+        let cases = [
+            (runtime("team-b", "other", false), true),
+            (runtime("team-b", "leaving", false), false),
+            (runtime("team-b", "other", true), false),
+            (runtime("team-c", "other", false), false),
+        ];
+        for (meta, keeps) in cases {
+            assert_eq!(stays(&meta, "team-b", "leaving"), keeps, "{meta:?}");
+        }
     }
 }
