@@ -5,6 +5,7 @@
 //! Progressing (children exist, not all ready) → Available (every function and the data grid
 //! ready), or Degraded (a child cannot be applied or cannot become ready, with a reason).
 use std::collections::HashMap;
+use std::time::Duration;
 
 use oaas_crds::class_runtime::FunctionRuntimeStatus;
 use oaas_crds::common::Phase;
@@ -138,6 +139,19 @@ pub fn derive(rendered: &Rendered, observed: &Observation) -> Outcome {
         functions,
         message,
     }
+}
+
+/// How often an Available runtime is looked at again: a safety net for changes no watch
+/// shows (its children's changes wake it up at once).
+pub const AVAILABLE_LOOK: Duration = Duration::from_secs(300);
+
+/// When a runtime that is not Available is looked at again, after `not_available_for` in
+/// that state: every `base` at first, then every quarter of the time it has been waiting
+/// (at most [`AVAILABLE_LOOK`]). The look finds what no watch shows (Pods that cannot start);
+/// a runtime waiting for long is unlikely to change within seconds, and thousands waiting
+/// at once (a full cluster) must not take all of the controller's passes from new work.
+pub fn next_look(base: Duration, not_available_for: Duration) -> Duration {
+    (not_available_for / 4).clamp(base.min(AVAILABLE_LOOK), AVAILABLE_LOOK)
 }
 
 #[cfg(test)]
@@ -293,5 +307,23 @@ mod tests {
         let outcome = derive(&rendered, &mk_observed(&[("c-echo", mk_ready(2))]));
         assert_eq!(outcome.phase, Phase::Degraded);
         assert_eq!(condition(&outcome, AVAILABLE).reason, "KnativeNotInstalled");
+    }
+
+    #[test]
+    fn a_runtime_waiting_long_is_looked_at_less_often() {
+        let base = Duration::from_secs(10);
+        let secs = Duration::from_secs;
+        for (waiting, look) in [(0, 10), (40, 10), (120, 30), (600, 150), (7200, 300)] {
+            assert_eq!(
+                next_look(base, secs(waiting)),
+                secs(look),
+                "after {waiting} s"
+            );
+        }
+        assert_eq!(
+            next_look(secs(900), secs(0)),
+            AVAILABLE_LOOK,
+            "base above the cap"
+        );
     }
 }

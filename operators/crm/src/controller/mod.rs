@@ -12,14 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::Event as Finalizer;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
 use oaas_crds::ClassRuntime;
 use oaas_crds::class_runtime::ClassRuntimeStatus;
 use oaas_operator_common::reconcile::with_finalizer;
@@ -110,22 +109,12 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, runtimes
     let owned = namespaces::selector(&crm);
     let managed =
         watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY},{owned}"));
-    let (deployments, deployment_stream) =
-        child_stream(&client, managed.clone(), project_deployment);
-    let (services, service_stream) = child_stream(&client, managed.clone(), project_metadata);
-    let (autoscalers, hpa_stream) = child_stream(&client, managed, project_metadata);
+    let (child_stores, child_streams) = ChildStores::watch(&client, managed);
     let board = Arc::new(nfr::Board::default());
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), Reporter::from("oaas-crm")),
-        children: Children::new(
-            client.clone(),
-            ChildStores {
-                deployments,
-                services,
-                autoscalers,
-            },
-        ),
+        children: Children::new(client.clone(), child_stores),
         namespaces: Namespaces::new(client.clone(), crm),
         runtimes: runtimes.store.clone(),
         config,
@@ -157,9 +146,9 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, runtimes
         }
     }
     controller
-        .owns_stream(deployment_stream)
-        .owns_stream(service_stream)
-        .owns_stream(hpa_stream)
+        .owns_stream(child_streams.deployments)
+        .owns_stream(child_streams.services)
+        .owns_stream(child_streams.autoscalers)
         .reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(woken))
         .with_config(
             kube::runtime::controller::Config::default()
@@ -169,52 +158,6 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, runtimes
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
-}
-
-type ChildStream<K> =
-    std::pin::Pin<Box<dyn futures::Stream<Item = Result<K, watcher::Error>> + Send>>;
-
-/// A watch of children kept in a cache as `project` trims them: the cache holds one copy of
-/// every child of every runtime, so it keeps only what the controller reads.
-fn child_stream<K>(
-    client: &Client,
-    config: watcher::Config,
-    project: fn(&mut K),
-) -> (Store<K>, ChildStream<K>)
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + serde::de::DeserializeOwned
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(Api::<K>::all(client.clone()), config)
-        .default_backoff()
-        .modify(project)
-        .reflect(writer)
-        // Touched, not applied: a deleted child must wake its owner up so it comes back.
-        .touched_objects();
-    (reader, Box::pin(stream))
-}
-
-/// What the controller reads of a child: its metadata (name, labels, generation, version,
-/// age); not its annotations or managed fields.
-fn project_metadata<K: Resource>(child: &mut K) {
-    let meta = child.meta_mut();
-    meta.managed_fields = None;
-    meta.annotations = None;
-}
-
-/// What the controller reads of a Deployment: its metadata, desired replicas, selector and
-/// status; not its Pod template, the bulk of it.
-fn project_deployment(deployment: &mut Deployment) {
-    project_metadata(deployment);
-    if let Some(spec) = deployment.spec.as_mut() {
-        spec.template = Default::default();
-    }
 }
 
 #[instrument(skip_all, fields(class_runtime = %runtime.name_any(), correlation_id))]
@@ -248,39 +191,4 @@ async fn reconcile(runtime: Arc<ClassRuntime>, ctx: Arc<Context>) -> Result<Acti
 fn error_policy(runtime: Arc<ClassRuntime>, error: &Error, _ctx: Arc<Context>) -> Action {
     warn!(class_runtime = %runtime.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cached_deployment_keeps_what_the_controller_reads() {
-        let mut deployment: Deployment = serde_json::from_value(serde_json::json!({
-            "metadata": {
-                "name": "d-f", "namespace": "ns", "generation": 3, "resourceVersion": "42",
-                "labels": {"app.kubernetes.io/instance": "d"},
-                "annotations": {"deployment.kubernetes.io/revision": "1"},
-                "managedFields": [{"manager": "oaas-crm", "operation": "Apply"}],
-            },
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": {"app": "d-f"}},
-                "template": {"spec": {"containers": [{"name": "f", "image": "img/f:1"}]}},
-            },
-            "status": {"replicas": 2, "readyReplicas": 1, "observedGeneration": 3},
-        }))
-        .unwrap();
-        project_deployment(&mut deployment);
-        let meta = &deployment.metadata;
-        assert_eq!(meta.generation, Some(3));
-        assert_eq!(meta.resource_version.as_deref(), Some("42"));
-        assert_eq!(meta.labels.as_ref().map(|l| l.len()), Some(1));
-        assert!(meta.annotations.is_none() && meta.managed_fields.is_none());
-        let spec = deployment.spec.as_ref().unwrap();
-        assert_eq!(spec.replicas, Some(2));
-        assert!(spec.selector.match_labels.is_some());
-        assert!(spec.template.spec.is_none(), "the Pod template is not kept");
-        assert_eq!(deployment.status.unwrap().ready_replicas, Some(1));
-    }
 }

@@ -64,6 +64,7 @@ pub(super) async fn apply(runtime: &ClassRuntime, ctx: &Context) -> Result<Actio
     // Status.
     let outcome = state::derive(&rendered, &observed);
     let new_status = next_status(runtime, &status, &rendered, &outcome, nfr);
+    let not_available_for = since_transition(&new_status, conditions::AVAILABLE);
     ctx.status
         .write(&api, runtime, &written, new_status)
         .await?;
@@ -93,10 +94,25 @@ pub(super) async fn apply(runtime: &ClassRuntime, ctx: &Context) -> Result<Actio
         // Its replacement serves now: the runtime it replaces can go.
         crate::retire::replaced(&ctx.client, ctx.namespaces.crm(), runtime).await?;
     }
-    Ok(match outcome.phase {
-        Phase::Available => Action::requeue(Duration::from_secs(300)),
-        _ => Action::requeue(ctx.config.progress_requeue),
-    })
+    Ok(Action::requeue(match outcome.phase {
+        Phase::Available => state::AVAILABLE_LOOK,
+        _ => state::next_look(ctx.config.progress_requeue, not_available_for),
+    }))
+}
+
+/// How long ago condition `type_` last changed (zero if it is not set).
+fn since_transition(status: &ClassRuntimeStatus, type_: &str) -> Duration {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .and_then(|c| {
+            Timestamp::now()
+                .duration_since(c.last_transition_time.0)
+                .try_into()
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 /// The status this pass found: the outcome's phase and conditions merged into the stored

@@ -2,29 +2,21 @@
 //! delete what it no longer produces, observe the workloads ([`observe`]), and delete
 //! everything when the runtime goes. The handle owns the child caches (shared with
 //! observation, so it needs no API calls for them) and the hashes of what was applied.
+mod cached;
 mod observe;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
+
+pub use cached::ChildStores;
 
 use super::{Error, FIELD_MANAGER};
 use crate::applied::{self, AppliedCache, ChildKey};
 use crate::render::{
     ChildKind, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, RenderContext, Rendered,
 };
-
-/// Caches of the children, shared with the observation step so it needs no API calls.
-#[derive(Clone)]
-pub struct ChildStores {
-    pub deployments: Store<Deployment>,
-    pub services: Store<Service>,
-    pub autoscalers: Store<HorizontalPodAutoscaler>,
-}
 
 /// Every call that reads or changes child objects.
 pub struct Children {
@@ -101,7 +93,7 @@ impl Children {
         }
     }
 
-    /// Deletes labelled children of runtime `name` that the current render did not produce.
+    /// Deletes children of runtime `name` that the current render did not produce.
     pub async fn delete_orphans(
         &self,
         ns: &str,
@@ -136,16 +128,7 @@ impl Children {
             name: &str,
         ) -> Vec<String> {
             store
-                .state_filter(|o| {
-                    let meta = o.meta();
-                    meta.namespace.as_deref() == Some(ns)
-                        && meta
-                            .labels
-                            .as_ref()
-                            .and_then(|l| l.get(LABEL_INSTANCE))
-                            .map(String::as_str)
-                            == Some(name)
-                })
+                .state_filter(|o| cached::owned_by(o.meta(), ns, name))
                 .iter()
                 .filter_map(|o| o.meta().name.clone())
                 .collect()

@@ -2,13 +2,13 @@
 //! the Pods of a Deployment that is not ready, and Knative Services.
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::reflector;
 
 use super::Children;
+use super::cached::{CachedDeployment, is_failure};
 use crate::controller::Error;
 use crate::render::{ChildKind, RenderContext, Rendered};
 use crate::state::{Observation, Workload};
@@ -33,11 +33,10 @@ impl Children {
             .map(|f| f.workload.clone())
             .chain(rendered.odgm.iter().map(|o| o.deployment.clone()));
         for name in deployments {
-            let key = reflector::ObjectRef::<Deployment>::new(&name).within(ns);
+            let key = reflector::ObjectRef::<CachedDeployment>::new(&name).within(ns);
             if let Some(deployment) = self.stores.deployments.get(&key) {
                 let mut workload = deployment_workload(&deployment);
-                let settling = age(&deployment) < POD_CHECK_AFTER;
-                if (!workload.rolled_out || workload.ready < workload.desired) && !settling {
+                if worth_a_pod_check(&deployment, &workload, age(&deployment)) {
                     workload.failure = workload
                         .failure
                         .or(self.pod_failure(ns, &deployment).await?);
@@ -66,18 +65,14 @@ impl Children {
     async fn pod_failure(
         &self,
         ns: &str,
-        deployment: &Deployment,
+        deployment: &CachedDeployment,
     ) -> Result<Option<(String, String)>, Error> {
-        let Some(labels) = deployment
-            .spec
-            .as_ref()
-            .and_then(|s| s.selector.match_labels.clone())
-        else {
+        let selector = &deployment.spec.selector.0;
+        if selector.is_empty() {
             return Ok(None);
-        };
-        let selector: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        }
         let pods = Api::<Pod>::namespaced(self.client.clone(), ns)
-            .list(&ListParams::default().labels(&selector.join(",")))
+            .list(&ListParams::default().labels(selector))
             .await?;
         const STUCK: [&str; 6] = [
             "ErrImagePull",
@@ -112,7 +107,18 @@ impl Children {
     }
 }
 
-fn age(d: &Deployment) -> Duration {
+/// Whether the Pods of a Deployment may say why it is not ready: it is not, it is past the
+/// first moments of a rollout, and some of its Pods exist but are not ready. Pods that do
+/// not exist yet say nothing, and listing them costs the API server a scan of the
+/// namespace's Pods: with thousands of runtimes rolling out at once, those lists were
+/// most of its work and starved the rollouts themselves.
+fn worth_a_pod_check(d: &CachedDeployment, workload: &Workload, age: Duration) -> bool {
+    let not_ready = !workload.rolled_out || workload.ready < workload.desired;
+    let unready_pods = d.status.replicas.unwrap_or(0) > d.status.ready_replicas.unwrap_or(0);
+    not_ready && unready_pods && age >= POD_CHECK_AFTER
+}
+
+fn age(d: &CachedDeployment) -> Duration {
     d.metadata
         .creation_timestamp
         .as_ref()
@@ -120,26 +126,20 @@ fn age(d: &Deployment) -> Duration {
         .unwrap_or_default()
 }
 
-fn deployment_workload(d: &Deployment) -> Workload {
-    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as u32;
-    let status = d.status.clone().unwrap_or_default();
+fn deployment_workload(d: &CachedDeployment) -> Workload {
+    let desired = d.spec.replicas.unwrap_or(1).max(0) as u32;
+    let status = &d.status;
     let observed_latest = status.observed_generation >= d.metadata.generation;
     let updated = status.updated_replicas.unwrap_or(0).max(0) as u32;
     let total = status.replicas.unwrap_or(0).max(0) as u32;
-    let failure = status
-        .conditions
-        .unwrap_or_default()
-        .into_iter()
-        .find_map(|c| {
-            let stuck = c.type_ == "Progressing" && c.status == "False";
-            let replica_failure = c.type_ == "ReplicaFailure" && c.status == "True";
-            (stuck || replica_failure).then(|| {
-                (
-                    c.reason.unwrap_or_else(|| c.type_.clone()),
-                    c.message.unwrap_or_default(),
-                )
-            })
-        });
+    let failure = status.conditions.iter().flatten().find_map(|c| {
+        is_failure(c).then(|| {
+            (
+                c.reason.clone().unwrap_or_else(|| c.type_.clone()),
+                c.message.clone().unwrap_or_default(),
+            )
+        })
+    });
     Workload {
         desired,
         ready: status.available_replicas.unwrap_or(0).max(0) as u32,
@@ -166,5 +166,42 @@ fn knative_workload(service: &DynamicObject, desired: u32) -> Workload {
         ready: if is_ready { desired } else { 0 },
         rolled_out: is_ready,
         failure: failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(replicas: i32, pods: i32, ready_pods: i32) -> CachedDeployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "d-f", "generation": 1},
+            "spec": {"replicas": replicas},
+            "status": {"observedGeneration": 1, "replicas": pods, "updatedReplicas": pods,
+                       "readyReplicas": ready_pods, "availableReplicas": ready_pods},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pods_are_listed_only_when_some_exist_unready_past_the_first_moments() {
+        let late = POD_CHECK_AFTER;
+        let cases = [
+            // (desired, Pods, ready Pods, age, listed)
+            (2, 2, 1, late, true),
+            (2, 0, 0, late, false),
+            (2, 1, 1, late, false),
+            (2, 2, 2, late, false),
+            (2, 2, 1, Duration::from_secs(1), false),
+        ];
+        for (desired, pods, ready, age, listed) in cases {
+            let d = deployment(desired, pods, ready);
+            let workload = deployment_workload(&d);
+            assert_eq!(
+                worth_a_pod_check(&d, &workload, age),
+                listed,
+                "{desired} desired, {pods} Pods, {ready} ready, {age:?} old"
+            );
+        }
     }
 }
