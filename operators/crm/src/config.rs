@@ -34,6 +34,8 @@ pub struct Config {
     pub availability_override: Option<f64>,
     /// How often to re-check workloads that are not yet Available.
     pub progress_requeue: Duration,
+    /// How many ClassRuntimes are reconciled at once.
+    pub max_concurrent_reconciles: u16,
     pub json_logs: bool,
     /// The NFR analyzer's settings, when `OPRC_CRM_FEATURES_PROMETHEUS` is on.
     pub nfr: Option<crate::nfr::Settings>,
@@ -74,6 +76,19 @@ impl Config {
             cluster_name: env.get_or("OPRC_CRM_CLUSTER_NAME", "default").to_string(),
             availability_override,
             progress_requeue: env.seconds("OPRC_CRM_PROGRESS_REQUEUE_SECS", 10)?,
+            max_concurrent_reconciles: match env.number(
+                "OPRC_CRM_MAX_CONCURRENT_RECONCILES",
+                oaas_operator_common::reconcile::CONCURRENCY,
+            )? {
+                0 => {
+                    return Err(env.error(
+                        "OPRC_CRM_MAX_CONCURRENT_RECONCILES",
+                        "0",
+                        "must be at least 1",
+                    ));
+                }
+                n => n,
+            },
             json_logs: env.flag("OPRC_CRM_LOG_JSON", false)?,
             leader: leader_settings(&env, &namespace)?,
             nfr: if render.features.prometheus {
@@ -354,11 +369,23 @@ mod tests {
         assert_eq!(config.http_port, 8088);
         assert_eq!(config.namespace, "default");
         assert_eq!(config.render.profile, Profile::Full);
+        assert_eq!(config.max_concurrent_reconciles, 64);
         assert!(
             config.render.features.odgm
                 && config.render.features.hpa
                 && !config.render.features.knative
         );
+    }
+
+    #[test]
+    fn reconcile_concurrency_is_at_least_one() {
+        let var = "OPRC_CRM_MAX_CONCURRENT_RECONCILES";
+        let two = Config::from_vars(&mk_vars(&[(var, "2")])).unwrap();
+        assert_eq!(two.max_concurrent_reconciles, 2);
+        for bad in ["0", "many", "-1"] {
+            let err = Config::from_vars(&mk_vars(&[(var, bad)])).unwrap_err();
+            assert_eq!(err.variable, var, "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -125,10 +125,16 @@ pub async fn bench_scale(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         clients.push(client_for(context).await?);
     }
 
-    // The spokes' CRMs, each in a namespace of its own (its identity).
+    // The spokes' CRMs, each in a namespace of its own (its identity). A CRM reconciles up to
+    // 64 runtimes at once (its default) against its spoke's API server; here ~50 CRMs share
+    // one, so each gets its share of that: the API server sees the load of one CRM. At 64
+    // each, the shared servers timed out most Service creates (504 after ~33 s each).
+    let per_server = count.div_ceil(contexts.len());
+    let concurrency = 64usize.div_ceil(per_server).to_string();
     let env = [
         ("OPRC_CRM_FEATURES_ODGM", "false"),
         ("OPRC_CRM_PROGRESS_REQUEUE_SECS", "10"),
+        ("OPRC_CRM_MAX_CONCURRENT_RECONCILES", concurrency.as_str()),
     ];
     let spokes: Vec<ScaleSpoke> = futures::stream::iter(0..count)
         .map(|i| {

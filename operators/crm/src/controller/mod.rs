@@ -152,7 +152,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, runtimes
         .reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(woken))
         .with_config(
             kube::runtime::controller::Config::default()
-                .concurrency(oaas_operator_common::reconcile::CONCURRENCY),
+                .concurrency(ctx.config.max_concurrent_reconciles),
         )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
