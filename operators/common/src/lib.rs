@@ -2,37 +2,18 @@
 //! answer /metrics, and learn that they should stop.
 #![forbid(unsafe_code)]
 
+mod client;
 pub mod env;
 pub mod leader;
 pub mod reconcile;
 pub mod status;
 mod synced;
 
+pub use client::kube_client;
 pub use synced::Synced;
 
-use anyhow::Context as _;
 use axum::http::header;
 use axum::response::IntoResponse;
-
-/// In-cluster or kubeconfig credentials; `KUBE_CONTEXT` picks a kubeconfig context, which
-/// lets one machine run an operator per local cluster.
-pub async fn kube_client() -> anyhow::Result<kube::Client> {
-    let config = match std::env::var("KUBE_CONTEXT").ok().filter(|c| !c.is_empty()) {
-        Some(context) => {
-            let options = kube::config::KubeConfigOptions {
-                context: Some(context.clone()),
-                ..Default::default()
-            };
-            kube::Config::from_kubeconfig(&options)
-                .await
-                .with_context(|| format!("loading kube context {context} (KUBE_CONTEXT)"))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("finding Kubernetes credentials")?,
-    };
-    kube::Client::try_from(config).context("connecting to the Kubernetes API")
-}
 
 /// Logs to stderr, as text or JSON; `RUST_LOG` sets levels (default:
 /// [`default_log_filter`]).

@@ -133,6 +133,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, runtimes
                     provider: Arc::new(prometheus),
                     settings,
                     render: ctx.config.render.clone(),
+                    crm: ctx.namespaces.crm().to_string(),
                     board,
                     runtimes: controller.store(),
                     recorder: Recorder::new(client.clone(), Reporter::from("oaas-crm")),

@@ -47,6 +47,7 @@ pub(super) async fn apply(runtime: &ClassRuntime, ctx: &Context) -> Result<Actio
         settings: &ctx.config.render,
         knative_installed: ctx.knative_installed().await,
         enforced: &enforced,
+        crm: ctx.namespaces.crm(),
     };
     let rendered = render::render(runtime, &render_context);
     // Apply; a failed child is reported in status, the others still converge.

@@ -52,8 +52,7 @@ impl Runtimes {
         let owned = watcher::Config::default().labels(&crate::namespaces::selector(crm));
         let stream = watcher(Api::<ClassRuntime>::all(client.clone()), owned)
             .default_backoff()
-            // Managed fields are most of an object and nothing here reads them.
-            .modify(|o| o.managed_fields_mut().clear())
+            .modify(trim)
             .reflect(writer);
         let store_for_events = store.clone();
         let (filled, mut filled_flag) = tokio::sync::watch::channel(false);
@@ -268,5 +267,39 @@ pub(super) async fn stream_changes(
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }
+    }
+}
+
+/// What the cache drops of each runtime before holding it: managed fields (most of an
+/// object) and labels (a map costs a B-tree node per runtime, and every runtime here
+/// carries this CRM's label, which the watch selects by; the others are only for selecting
+/// on the API server). Nothing reads either from the cache.
+fn trim(runtime: &mut ClassRuntime) {
+    runtime.metadata.managed_fields = None;
+    runtime.metadata.labels = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_drops_labels_and_managed_fields_but_keeps_what_is_read() {
+        let mut runtime: ClassRuntime = serde_json::from_value(serde_json::json!({
+            "apiVersion": "oaas.io/v1alpha1", "kind": "ClassRuntime",
+            "metadata": {
+                "name": "r", "namespace": "ns", "uid": "u-1", "resourceVersion": "3",
+                "labels": {"oaas.io/crm": "crm", "oaas.io/hub-namespace": "team"},
+                "annotations": {REPLACES_ANNOTATION: "ns/old"},
+                "managedFields": [{"manager": "oaas-crm", "operation": "Apply"}],
+            },
+            "spec": {"deploymentId": "team/pkg/C", "packageName": "pkg", "classKey": "C"},
+        }))
+        .unwrap();
+        trim(&mut runtime);
+        assert!(runtime.metadata.labels.is_none() && runtime.metadata.managed_fields.is_none());
+        assert_eq!(runtime.annotations()[REPLACES_ANNOTATION], "ns/old");
+        assert_eq!(runtime.uid().as_deref(), Some("u-1"));
+        assert_eq!(runtime.spec.deployment_id, "team/pkg/C");
     }
 }

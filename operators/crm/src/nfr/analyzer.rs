@@ -26,6 +26,8 @@ pub struct Analyzer {
     pub settings: Settings,
     /// The start-up render settings, the same the controller renders with.
     pub render: render::Settings,
+    /// The CRM it runs in, as the controller renders for (see `RenderContext::crm`).
+    pub crm: String,
     pub board: Arc<Board>,
     pub runtimes: Store<ClassRuntime>,
     pub recorder: Recorder,
@@ -76,6 +78,7 @@ impl Analyzer {
             settings: &self.render,
             knative_installed: true,
             enforced: &no_enforcement,
+            crm: &self.crm,
         };
         let rendered = render::render(runtime, &render_context);
         let namespace = runtime.namespace().unwrap_or_default();

@@ -8,8 +8,8 @@ mod telemetry;
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
 use kube::api::ApiResource;
-use kube::{Resource, ResourceExt};
 use oaas_core::tenancy::CRM_LABEL;
 use oaas_crds::ClassRuntime;
 use oaas_crds::common::Template;
@@ -40,6 +40,9 @@ pub struct RenderContext<'a> {
     /// Replicas the NFR enforcer put in force, by function key (within the scale bounds):
     /// the autoscaler's minReplicas, else the Deployment's replicas.
     pub enforced: &'a std::collections::BTreeMap<String, u32>,
+    /// The CRM rendering (its namespace): every runtime it renders carries its `oaas.io/crm`
+    /// label, and so must every child, for each CRM sharing a cluster to watch only its own.
+    pub crm: &'a str,
 }
 
 /// Kinds of child objects the CRM creates.
@@ -136,7 +139,7 @@ pub fn render(runtime: &ClassRuntime, ctx: &RenderContext) -> Rendered {
         name: &name,
         namespace: &namespace,
         owner: owner.as_ref(),
-        crm: runtime.labels().get(CRM_LABEL).map(String::as_str),
+        crm: ctx.crm,
     };
 
     let mut problems = Vec::new();
@@ -202,9 +205,8 @@ pub(crate) struct Base<'a> {
     pub name: &'a str,
     pub namespace: &'a str,
     pub owner: Option<&'a OwnerReference>,
-    /// The CRM that owns the runtime (its `oaas.io/crm` label), carried by every child so
-    /// that each CRM sharing a cluster watches only its own.
-    pub crm: Option<&'a str>,
+    /// The CRM that owns the runtime, whose `oaas.io/crm` label every child carries.
+    pub crm: &'a str,
 }
 
 impl Base<'_> {
@@ -237,9 +239,7 @@ impl Base<'_> {
         if let Some(f) = function {
             labels.insert(LABEL_FUNCTION.into(), resource_name(&[f]));
         }
-        if let Some(crm) = self.crm {
-            labels.insert(CRM_LABEL.into(), crm.into());
-        }
+        labels.insert(CRM_LABEL.into(), self.crm.into());
         labels
     }
 

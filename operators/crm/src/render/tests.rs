@@ -66,7 +66,6 @@ fn mk_runtime(
     );
     runtime.metadata.namespace = Some("apps".into());
     runtime.metadata.uid = Some("uid-1".into());
-    runtime.metadata.labels = Some([("oaas.io/crm".to_string(), "crm-ns".to_string())].into());
     runtime
 }
 
@@ -86,6 +85,7 @@ fn render_with(
         runtime,
         &RenderContext {
             settings: &settings,
+            crm: "crm-ns",
             knative_installed: knative,
             enforced: &Default::default(),
         },
@@ -104,6 +104,7 @@ fn render_enforced(runtime: &ClassRuntime, hpa: bool, enforced: &[(&str, u32)]) 
         runtime,
         &RenderContext {
             settings: &settings,
+            crm: "crm-ns",
             knative_installed: false,
             enforced: &enforced,
         },
@@ -467,6 +468,7 @@ fn render_otel(runtime: &ClassRuntime, otlp: Option<OtlpExporter>, knative: bool
         runtime,
         &RenderContext {
             settings: &settings,
+            crm: "crm-ns",
             knative_installed: knative,
             enforced: &Default::default(),
         },

@@ -97,8 +97,8 @@ impl ChildStores {
     /// Watches the children in every namespace that `config` selects.
     pub fn watch(client: &Client, config: watcher::Config) -> (Self, ChildStreams) {
         let (deployments, deployment_stream) = cache(client, config.clone(), trim_deployment);
-        let (services, service_stream) = cache(client, config.clone(), trim_metadata_of);
-        let (autoscalers, autoscaler_stream) = cache(client, config, trim_metadata_of);
+        let (services, service_stream) = cache(client, config.clone(), trim_partial);
+        let (autoscalers, autoscaler_stream) = cache(client, config, trim_partial);
         let stores = Self {
             deployments,
             services,
@@ -136,8 +136,11 @@ where
     (reader, Box::pin(stream))
 }
 
-fn trim_metadata_of<K: Resource>(child: &mut K) {
-    trim_metadata(child.meta_mut());
+/// A metadata-only child also drops its type (`meta.k8s.io/v1` `PartialObjectMetadata`,
+/// two strings per child): the cache it is in says what it is.
+fn trim_partial<K>(child: &mut PartialObjectMeta<K>) {
+    child.types = None;
+    trim_metadata(&mut child.metadata);
 }
 
 /// Of a Deployment's conditions only failures are read; the others (`Available`, a healthy
@@ -223,6 +226,26 @@ mod tests {
             .map(|c| c.type_)
             .collect();
         assert_eq!(kept, ["Progressing"], "only the failure is kept");
+    }
+
+    #[test]
+    fn a_cached_service_keeps_its_name_version_and_owner_only() {
+        let mut service: CachedService = serde_json::from_value(serde_json::json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {
+                "name": "d-f", "namespace": "ns", "resourceVersion": "7", "uid": "u-1",
+                "labels": {"app.kubernetes.io/instance": "d"},
+                "ownerReferences": [{"apiVersion": "oaas.io/v1alpha1", "kind": "ClassRuntime",
+                    "name": "d", "uid": "u", "controller": true}],
+            },
+        }))
+        .unwrap();
+        trim_partial(&mut service);
+        assert!(service.types.is_none());
+        let meta = &service.metadata;
+        assert_eq!(meta.resource_version.as_deref(), Some("7"));
+        assert!(owned_by(meta, "ns", "d"));
+        assert!(meta.labels.is_none() && meta.uid.is_none());
     }
 
     #[test]

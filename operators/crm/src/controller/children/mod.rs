@@ -44,16 +44,10 @@ impl Children {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let mut first_error = None;
         for child in &rendered.children {
-            let key = ChildKey {
-                kind: child.kind,
-                namespace: ns.to_string(),
-                name: child.name.clone(),
-            };
+            let key = ChildKey::new(child.kind, ns, &child.name);
             let hash = applied::hash_of(child);
-            if self
-                .applied
-                .is_current(&key, hash, self.live_version(&key).as_deref())
-            {
+            let live_version = self.live_version(child.kind, ns, &child.name);
+            if self.applied.is_current(&key, hash, live_version.as_deref()) {
                 continue;
             }
             match self
@@ -61,10 +55,11 @@ impl Children {
                 .patch(&child.name, &params, &Patch::Apply(&child.object))
                 .await
             {
-                Ok(applied) => {
-                    self.applied
-                        .record(key, hash, applied::version_of(&applied.metadata))
-                }
+                Ok(applied) => self.applied.record(
+                    key,
+                    hash,
+                    applied::version_of(&applied.metadata).as_deref(),
+                ),
                 Err(e) => {
                     warn!(child = %child.name, kind = ?child.kind, error = %e, "apply failed");
                     first_error
@@ -77,18 +72,19 @@ impl Children {
 
     /// The live child's version from the caches; Knative Services have no cache and are
     /// always applied.
-    fn live_version(&self, key: &ChildKey) -> Option<String> {
+    fn live_version(&self, kind: ChildKind, ns: &str, name: &str) -> Option<String> {
         fn from<K: Resource<DynamicType = ()> + Clone>(
             store: &Store<K>,
-            key: &ChildKey,
+            ns: &str,
+            name: &str,
         ) -> Option<String> {
-            let object = store.get(&reflector::ObjectRef::new(&key.name).within(&key.namespace))?;
+            let object = store.get(&reflector::ObjectRef::new(name).within(ns))?;
             applied::version_of(object.meta())
         }
-        match key.kind {
-            ChildKind::Deployment => from(&self.stores.deployments, key),
-            ChildKind::Service => from(&self.stores.services, key),
-            ChildKind::HorizontalPodAutoscaler => from(&self.stores.autoscalers, key),
+        match kind {
+            ChildKind::Deployment => from(&self.stores.deployments, ns, name),
+            ChildKind::Service => from(&self.stores.services, ns, name),
+            ChildKind::HorizontalPodAutoscaler => from(&self.stores.autoscalers, ns, name),
             ChildKind::KnativeService => None,
         }
     }
@@ -149,11 +145,7 @@ impl Children {
     }
 
     async fn delete(&self, ns: &str, kind: ChildKind, name: &str) -> Result<(), Error> {
-        self.applied.forget(&ChildKey {
-            kind,
-            namespace: ns.to_string(),
-            name: name.to_string(),
-        });
+        self.applied.forget(&ChildKey::new(kind, ns, name));
         match self
             .api(ns, kind)
             .delete(name, &DeleteParams::background())
