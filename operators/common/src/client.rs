@@ -6,7 +6,9 @@
 //! reconciles at once, held 192 TLS connections to its API server (~50 KiB of buffers each,
 //! and as many on the server's side, times every CRM sharing it). Here at most
 //! [`IDLE_CONNECTIONS`] wait idle, each for at most [`IDLE_TIMEOUT`]; a burst still opens
-//! what it needs.
+//! what it needs. Left out of kube's stack: its per-request `HTTP` debug spans (our callers
+//! log the failures they handle) and the expiry it records for exec-plugin client
+//! certificates (`Client::valid_until`, for the caller to check; neither operator does).
 use std::time::Duration;
 
 use anyhow::Context as _;
