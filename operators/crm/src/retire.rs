@@ -16,13 +16,18 @@ pub async fn remove(client: &Client, runtime: &ClassRuntime) -> Result<bool, kub
     let namespace = runtime.namespace().unwrap_or_default();
     let name = runtime.name_any();
     let api = Api::<ClassRuntime>::namespaced(client.clone(), &namespace);
-    match api.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => {}
+    // What is left being deleted (it has finalizers), as the API server holds it.
+    let pending = match api.delete(&name, &DeleteParams::default()).await {
+        Ok(deleted) => deleted.left(),
         Err(kube::Error::Api(e)) if e.code == 404 => return Ok(false),
         Err(e) => return Err(e),
-    }
+    };
     // Only an old-style runtime (no CRM label at all) has nobody else to run its finalizer.
-    if !runtime.labels().contains_key(CRM_LABEL) {
+    // The API server's copy says which: `runtime` may come from the cache, which keeps no
+    // labels (`grpc::runtimes::trim`).
+    if let Some(pending) = pending
+        && !pending.labels().contains_key(CRM_LABEL)
+    {
         let patch = json!({"metadata": {"finalizers": null}});
         match api.patch(&name, &params(), &Patch::Merge(&patch)).await {
             Ok(_) => {}
