@@ -3,7 +3,7 @@
 //!
 //! kube builds its hyper client with no pool timer and no idle limit, so every connection a
 //! burst of requests opens stays open for good: a CRM that deployed 2,000 runtimes, 64
-//! reconciles at once, held 192 TLS connections to its API server (~50 KiB of buffers each,
+//! reconciles at once, held 192 TLS connections to its API server (~40 KiB of buffers each,
 //! and as many on the server's side, times every CRM sharing it). Here at most
 //! [`IDLE_CONNECTIONS`] wait idle, each for at most [`IDLE_TIMEOUT`]; a burst still opens
 //! what it needs. Left out of kube's stack: its per-request `HTTP` debug spans (our callers
