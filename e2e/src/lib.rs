@@ -27,7 +27,7 @@ pub use fleet::{
     wait_cluster_health,
 };
 pub use namespace::{TestNamespace, delete_all_test_namespaces};
-pub use process::{Crm, Pm, Process, binary, free_port, http_get, http_status};
+pub use process::{Crm, Exited, Pm, Process, binary, free_port, http_get, http_status};
 pub use prometheus::{Exporter, Prometheus};
 pub use rest::{Answer, RestClient};
 pub use wait::wait_for;

@@ -6,8 +6,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::wait_for;
-
 /// Path of a workspace binary built alongside the running executable: next to it (a bench
 /// binary in `target/<profile>/`) or one level up (a test in `target/<profile>/deps/`).
 /// `just test`, `just e2e` and `just bench` build the binaries first.
@@ -124,6 +122,70 @@ impl Process {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Waits until GET `path` on loopback `port` answers 200; fails at once if the process
+    /// exits first ([`Exited`]).
+    pub async fn until_serving(
+        &mut self,
+        port: u16,
+        path: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if http_status(port, path).await.ok() == Some(200) {
+                return Ok(());
+            }
+            if !self.running() {
+                return Err(Exited {
+                    log: self.log.clone(),
+                }
+                .into());
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {path} on port {port} (log: {})",
+                self.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// A server process exited before it served.
+#[derive(Debug)]
+pub struct Exited {
+    pub log: PathBuf,
+}
+
+impl std::fmt::Display for Exited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exited before serving (log: {})", self.log.display())
+    }
+}
+
+impl std::error::Error for Exited {}
+
+impl Exited {
+    fn port_taken(&self) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|log| log.contains("Address already in use"))
+    }
+}
+
+/// Starts a server on new free ports until it binds them: a port found free can be taken
+/// (by any process's outgoing connection) before the server binds it, and it then exits.
+async fn on_free_ports<T, F, Fut>(mut start: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    for _ in 1..3 {
+        match start().await {
+            Err(e) if e.downcast_ref::<Exited>().is_some_and(Exited::port_taken) => continue,
+            done => return done,
+        }
+    }
+    start().await
 }
 
 impl Drop for Process {
@@ -176,7 +238,7 @@ impl Crm {
         namespace: &str,
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        Self::start_on(free_port(), context, namespace, extra_env).await
+        on_free_ports(|| Self::start_on(free_port(), context, namespace, extra_env)).await
     }
 
     /// Starts on a given port, e.g. to bring back a CRM that was stopped.
@@ -199,26 +261,17 @@ impl Crm {
         ];
         env.extend(extra_env.iter().map(|(k, v)| (*k, v.to_string())));
         let process = Process::start("oaas-crm", &format!("crm-{context}-{namespace}"), &env)?;
-        let crm = Self {
+        let mut crm = Self {
             process,
             port,
             ops_port,
             endpoint: format!("http://127.0.0.1:{port}"),
         };
-        crm.wait_ready().await?;
+        crm.process
+            .until_serving(ops_port, "/readyz", Duration::from_secs(30))
+            .await
+            .context("oaas-crm")?;
         Ok(crm)
-    }
-
-    pub async fn wait_ready(&self) -> anyhow::Result<()> {
-        let log = self.process.log.display().to_string();
-        wait_for(
-            &format!("oaas-crm /readyz (log: {log})"),
-            Duration::from_secs(30),
-            || async {
-                Ok((http_status(self.ops_port, "/readyz").await.ok() == Some(200)).then_some(()))
-            },
-        )
-        .await
     }
 }
 
@@ -245,7 +298,19 @@ impl Pm {
         cluster_selector: &str,
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let port = free_port();
+        on_free_ports(|| {
+            Self::start_on(free_port(), context, namespace, cluster_selector, extra_env)
+        })
+        .await
+    }
+
+    async fn start_on(
+        port: u16,
+        context: &str,
+        namespace: &str,
+        cluster_selector: &str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut env = vec![
             ("KUBE_CONTEXT", context.to_string()),
             ("OAAS_PM_WATCH_NAMESPACE", namespace.to_string()),
@@ -254,14 +319,11 @@ impl Pm {
             ("SERVER_PORT", port.to_string()),
         ];
         env.extend(extra_env.iter().map(|(k, v)| (*k, v.to_string())));
-        let process = Process::start("oaas-pm", &format!("pm-{namespace}"), &env)?;
-        let log = process.log.display().to_string();
-        wait_for(
-            &format!("oaas-pm /health (log: {log})"),
-            Duration::from_secs(30),
-            || async { Ok((http_status(port, "/health").await.ok() == Some(200)).then_some(())) },
-        )
-        .await?;
+        let mut process = Process::start("oaas-pm", &format!("pm-{namespace}"), &env)?;
+        process
+            .until_serving(port, "/health", Duration::from_secs(30))
+            .await
+            .context("oaas-pm")?;
         Ok(Self { process, port })
     }
 }

@@ -2,6 +2,7 @@
 //! kwok), driven over gRPC on loopback.
 use std::time::Duration;
 
+use anyhow::Context as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, Service};
@@ -1187,6 +1188,29 @@ async fn the_crm_exits_promptly_on_sigterm() -> anyhow::Result<()> {
         "oaas-crm ignored SIGTERM"
     );
     spoke.ns.delete().await?;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the local clusters: run `just test`"]
+async fn a_crm_whose_port_is_taken_exits_naming_the_address() -> anyhow::Result<()> {
+    let context = spoke_contexts().remove(0);
+    let client = client_for(&context).await?;
+    let ns = TestNamespace::create(&client, "crm-port-taken").await?;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = taken.local_addr()?.port();
+    let error = Crm::start_on(port, &context, &ns.name, &[])
+        .await
+        .err()
+        .context("the CRM started on a taken port")?;
+    let exited = error
+        .downcast_ref::<oaas_e2e::Exited>()
+        .with_context(|| format!("not an early exit: {error:#}"))?;
+    let log = std::fs::read_to_string(&exited.log)?;
+    let named = format!("binding 127.0.0.1:{port} (OPRC_CRM_BIND_ADDRESS/HTTP_PORT)");
+    assert!(log.contains(&named), "{log}");
+    assert!(log.contains("Address already in use"), "{log}");
+    ns.delete().await?;
     Ok(())
 }
 

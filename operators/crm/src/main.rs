@@ -123,6 +123,11 @@ async fn main() -> anyhow::Result<()> {
         } => "TLS",
         transport::Transport::Tls { .. } => "mutual TLS",
     };
+    // Bound here rather than by tonic, whose error names neither the address nor the cause.
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} (OPRC_CRM_BIND_ADDRESS/HTTP_PORT)"))?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     info!(%addr, transport, namespace = %config.namespace, profile = ?config.render.profile, "oaas-crm serving gRPC and HTTP");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     if let Some(port) = config.ops_port {
@@ -145,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
     let server = server
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(routes))
-        .serve_with_shutdown(addr, async {
+        .serve_with_incoming_shutdown(incoming, async {
             let _ = stopped.await;
         });
     tokio::pin!(server);

@@ -4,6 +4,7 @@
 //! CRMs' memory.
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -20,6 +21,8 @@ use oaas_e2e::{
     Crm, E2E_CLUSTER_LABEL, Pm, TestNamespace, client_for, hub_context, install_all_crds,
     spoke_contexts, wait_for,
 };
+use oaas_proto::deployment as pb;
+use oaas_proto::deployment::deployment_service_client::DeploymentServiceClient;
 use serde_json::{Value, json};
 
 use super::{Row, cache, env_number, latencies, rss_mib, writes};
@@ -185,38 +188,33 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
 
     // Spoke change → hub status: delete a function's Deployment in the first spoke; the hub
     // sees that cluster leave Available (the CRM puts it back at once).
-    wait_for(
-        "the sampled deployments Available",
-        Duration::from_secs(120),
-        || async {
-            Ok((0..samples)
-                .all(|i| {
-                    hub_cache
-                        .get(&ObjectRef::new(&format!("d{i}")).within(&ns.name))
-                        .is_some_and(|cd| available(&cd))
-                })
-                .then_some(()))
-        },
-    )
-    .await?;
     let first = &spokes[0];
-    let spoke_deployments: Api<Deployment> = Api::namespaced(first.client.clone(), &first.ns.name);
     let mut propagated = Vec::with_capacity(samples);
     for i in 0..samples {
+        let site = ChangeSite {
+            functions: Api::namespaced(first.client.clone(), &first.ns.name),
+            cache: &spoke_caches[0].workloads.0,
+            crm: &first.crm.endpoint,
+            cluster: &clusters[0],
+        };
         let key = ObjectRef::new(&format!("d{i}")).within(&ns.name);
-        let started = Instant::now();
-        spoke_deployments
-            .delete(&format!("d{i}-f"), &DeleteParams::default())
-            .await?;
-        propagated.push(until_hub_sees(&hub_cache, &key, &clusters[0], started).await?);
+        propagated.push(spoke_change(site, &hub_cache, &key).await?);
     }
+    let [whole, recreate, report, hub_part] = sync_stages(&propagated);
     latencies(
         rows,
         "pm.status_sync",
         "pm: spoke change → hub status",
-        propagated,
+        whole,
         1,
     );
+    for (id, what, took) in [
+        ("pm.stage_sync_recreate", SYNC_RECREATE_PART, recreate),
+        ("pm.stage_sync_report", SYNC_REPORT_PART, report),
+        ("pm.stage_sync_hub", SYNC_HUB_PART, hub_part),
+    ] {
+        latencies(rows, id, &format!("pm: {what}"), took, 1);
+    }
 
     // Many class deployments × every spoke to Available.
     let started = Instant::now();
@@ -286,9 +284,118 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One spoke change followed to the hub, each time since the change: until the spoke's CRM
+/// had put the Deployment back, until it reported the change on the status stream the PM
+/// follows, and until the hub's status showed it.
+pub struct Propagation {
+    pub recreated: Duration,
+    pub reported: Duration,
+    pub seen: Duration,
+}
+
+pub const SYNC_RECREATE_PART: &str =
+    "of which change → the CRM has put the Deployment back (spoke API server, CRM)";
+pub const SYNC_REPORT_PART: &str =
+    "of which put back → the CRM reports it (its status write and watch)";
+pub const SYNC_HUB_PART: &str = "of which CRM report → hub status (PM, hub API server)";
+
+/// The whole and its three parts, as the `SYNC_*_PART`s name them.
+pub fn sync_stages(propagated: &[Propagation]) -> [Vec<Duration>; 4] {
+    let part = |f: fn(&Propagation) -> Duration| propagated.iter().map(f).collect();
+    [
+        part(|p| p.seen),
+        part(|p| p.recreated),
+        part(|p| p.reported.saturating_sub(p.recreated)),
+        part(|p| p.seen.saturating_sub(p.reported)),
+    ]
+}
+
+/// Where a spoke change is made: a spoke namespace of function Deployments (and a cache of
+/// them), its CRM and its cluster's name on the hub.
+pub struct ChangeSite<'a> {
+    pub functions: Api<Deployment>,
+    pub cache: &'a Store<Deployment>,
+    pub crm: &'a str,
+    pub cluster: &'a str,
+}
+
+/// Once the hub sees class deployment `key` Available, deletes its function Deployment at
+/// `site` and follows the change until the hub's status shows that cluster no longer
+/// Available.
+pub async fn spoke_change(
+    site: ChangeSite<'_>,
+    hub_cache: &Store<OClassDeployment>,
+    key: &ObjectRef<OClassDeployment>,
+) -> anyhow::Result<Propagation> {
+    use oaas_proto::deployment::deployment_status_event::Kind;
+    until_available(hub_cache, key).await?;
+    let mut stream = DeploymentServiceClient::connect(site.crm.to_string())
+        .await?
+        .watch_deployment_status(pb::WatchDeploymentStatusRequest::default())
+        .await?
+        .into_inner();
+    // The snapshot first: the state before the change.
+    while stream
+        .message()
+        .await?
+        .context("status stream ended")?
+        .kind()
+        != Kind::SnapshotComplete
+    {}
+    let namespace = key.namespace.as_deref().unwrap_or_default();
+    let id_suffix = format!("/{namespace}/{}", key.name);
+    let function = ObjectRef::new(&format!("{}-f", key.name))
+        .within(site.functions.namespace().unwrap_or_default());
+    let before = site
+        .cache
+        .get(&function)
+        .and_then(|d| d.metadata.uid.clone());
+    let started = Instant::now();
+    site.functions
+        .delete(&function.name, &DeleteParams::default())
+        .await?;
+    let reported = tokio::spawn(async move {
+        while let Some(event) = stream.message().await? {
+            let changed = event.status.is_some_and(|s| {
+                s.deployment_id.ends_with(&id_suffix) && s.phase() != pb::Phase::Available
+            });
+            if changed {
+                return Ok(started.elapsed());
+            }
+        }
+        anyhow::bail!("status stream ended")
+    });
+    let cache = site.cache.clone();
+    let recreated = tokio::spawn(async move {
+        loop {
+            let uid = cache.get(&function).map(|d| d.metadata.uid.clone());
+            if uid.is_some_and(|uid| uid != before) {
+                return Ok(started.elapsed());
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "never put back"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    let seen = until_hub_sees(hub_cache, key, site.cluster, started).await?;
+    let reported = tokio::time::timeout(Duration::from_secs(30), reported)
+        .await
+        .with_context(|| format!("the CRM never reported {} change", key.name))???;
+    let recreated = recreated
+        .await?
+        .with_context(|| format!("the CRM did not put {}-f back", key.name))?;
+    Ok(Propagation {
+        recreated,
+        reported,
+        seen,
+    })
+}
+
 /// Waits until the hub's status of `key` shows `cluster` no longer Available; how long
 /// since `started`.
-pub async fn until_hub_sees(
+async fn until_hub_sees(
     hub_cache: &Store<OClassDeployment>,
     key: &ObjectRef<OClassDeployment>,
     cluster: &str,
@@ -313,6 +420,26 @@ pub async fn until_hub_sees(
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// Waits until the hub sees `key` Available: a sample taken then meets a settled system,
+/// not the aftermath of the one before (a rollout in the spokes, status writes on both
+/// sides), and so measures one change, not a stream of them.
+pub async fn until_available(
+    hub_cache: &Store<OClassDeployment>,
+    key: &ObjectRef<OClassDeployment>,
+) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{} Available", key.name),
+        Duration::from_secs(60),
+        || async {
+            Ok(hub_cache
+                .get(key)
+                .is_some_and(|cd| available(&cd))
+                .then_some(()))
+        },
+    )
+    .await
 }
 
 /// Deletes every class deployment of the namespace and waits until they are gone (the

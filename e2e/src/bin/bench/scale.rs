@@ -25,7 +25,8 @@ use oaas_proto::deployment::deployment_service_client::DeploymentServiceClient;
 use serde_json::{Value, json};
 
 use super::pm::{
-    apply_directly, available, delete_all, mk_package, strip_for_apply, until_hub_sees,
+    ChangeSite, SYNC_HUB_PART, SYNC_RECREATE_PART, SYNC_REPORT_PART, apply_directly, available,
+    delete_all, mk_package, spoke_change, strip_for_apply, sync_stages, until_available,
 };
 use super::{Row, cache, env_number, fill, percentile, rss_mib};
 
@@ -225,7 +226,8 @@ pub async fn bench_scale(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     }
     hub_cache.wait_until_ready().await?;
 
-    // Apply → workloads on the 3 target spokes, one at a time, every spoke registered.
+    // Apply → workloads on the 3 target spokes, one at a time (each Available before the
+    // next), every spoke registered.
     let mut took = Vec::with_capacity(samples);
     for k in 0..samples {
         let name = format!("l{k}");
@@ -234,6 +236,7 @@ pub async fn bench_scale(rows: &mut Vec<Row>) -> anyhow::Result<()> {
             .create(&PostParams::default(), &mk_deployment(&name, k % cells)?)
             .await?;
         took.push(until_in_cell(&caches, &spokes, k % cells, &name, started).await?);
+        until_available(&hub_cache, &ObjectRef::new(&name).within(&ns.name)).await?;
     }
     ms_rows(
         rows,
@@ -244,46 +247,28 @@ pub async fn bench_scale(rows: &mut Vec<Row>) -> anyhow::Result<()> {
 
     // Spoke change → hub status, every spoke streaming: a function Deployment deleted in a
     // target spoke; the hub sees that cluster leave Available.
-    let all_available = |prefix: &'static str, n: usize| {
-        let hub_cache = hub_cache.clone();
-        let ns = ns.name.clone();
-        move || {
-            let (hub_cache, ns) = (hub_cache.clone(), ns.clone());
-            async move {
-                Ok((0..n)
-                    .all(|k| {
-                        hub_cache
-                            .get(&ObjectRef::new(&format!("{prefix}{k}")).within(&ns))
-                            .is_some_and(|cd| available(&cd))
-                    })
-                    .then_some(()))
-            }
-        }
-    };
-    wait_for(
-        "the sampled deployments Available",
-        Duration::from_secs(300),
-        all_available("l", samples),
-    )
-    .await?;
     let mut propagated = Vec::with_capacity(samples);
     for k in 0..samples {
         let target = &cell_of(&spokes, k % cells)[0];
-        let functions: Api<Deployment> =
-            Api::namespaced(clients[target.server].clone(), &target.workloads);
+        let site = ChangeSite {
+            functions: Api::namespaced(clients[target.server].clone(), &target.workloads),
+            cache: &caches[target.server],
+            crm: &target.crm.endpoint,
+            cluster: &target.cluster,
+        };
         let key = ObjectRef::new(&format!("l{k}")).within(&ns.name);
-        let started = Instant::now();
-        functions
-            .delete(&format!("l{k}-f"), &DeleteParams::default())
-            .await?;
-        propagated.push(until_hub_sees(&hub_cache, &key, &target.cluster, started).await?);
+        propagated.push(spoke_change(site, &hub_cache, &key).await?);
     }
-    ms_rows(
-        rows,
-        "scale.status_sync",
-        &format!("scale: spoke change → hub status, {count} spokes streaming"),
-        propagated,
-    );
+    let [whole, recreate, report, hub_part] = sync_stages(&propagated);
+    let what = format!("scale: spoke change → hub status, {count} spokes streaming");
+    ms_rows(rows, "scale.status_sync", &what, whole);
+    for (id, what, took) in [
+        ("scale.stage_sync_recreate", SYNC_RECREATE_PART, recreate),
+        ("scale.stage_sync_report", SYNC_REPORT_PART, report),
+        ("scale.stage_sync_hub", SYNC_HUB_PART, hub_part),
+    ] {
+        ms_rows(rows, id, &format!("scale: {what}"), took);
+    }
 
     // Every class deployment × its 3 spokes → Available.
     let started = Instant::now();
@@ -304,7 +289,14 @@ pub async fn bench_scale(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     wait_for(
         &format!("{total} class deployments Available"),
         Duration::from_secs(3600),
-        all_available("d", total),
+        || async {
+            Ok((0..total)
+                .all(|k| {
+                    let key = ObjectRef::new(&format!("d{k}")).within(&ns.name);
+                    hub_cache.get(&key).is_some_and(|cd| available(&cd))
+                })
+                .then_some(()))
+        },
     )
     .await?;
     let ours = started.elapsed().as_secs_f64();
