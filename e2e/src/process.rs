@@ -123,6 +123,48 @@ impl Process {
         self.child.id()
     }
 
+    /// Established TCP connections the process opened, i.e. whose local port is none of
+    /// its `listening` ones: for a CRM, those to its API server.
+    pub fn outbound_connections(&self, listening: &[u16]) -> anyhow::Result<usize> {
+        let pid = self.pid();
+        let mut sockets = std::collections::HashSet::new();
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+            let target = std::fs::read_link(fd?.path())?;
+            let target = target.to_string_lossy();
+            if let Some(inode) = target
+                .strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
+            {
+                sockets.insert(inode.to_string());
+            }
+        }
+        let mut count = 0;
+        for table in ["tcp", "tcp6"] {
+            let table = std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))?;
+            for line in table.lines().skip(1) {
+                // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let (Some(local), Some(state), Some(inode)) =
+                    (fields.get(1), fields.get(3), fields.get(9))
+                else {
+                    continue;
+                };
+                let port = local
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok());
+                let established = *state == "01";
+                if established
+                    && sockets.contains(*inode)
+                    && port.is_some_and(|p| !listening.contains(&p))
+                {
+                    count += 1;
+                }
+            }
+        }
+        Ok(count)
+    }
+
     /// Waits until GET `path` on loopback `port` answers 200; fails at once if the process
     /// exits first ([`Exited`]).
     pub async fn until_serving(

@@ -5,8 +5,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Namespace, Service};
-use kube::api::{ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use oaas_crds::ClassRuntime;
 use oaas_crds::convert::{runtime_spec_from_unit, unit_with_revision};
@@ -1054,17 +1054,65 @@ async fn watchers_get_a_snapshot_then_every_change() -> anyhow::Result<()> {
         }
     }
 
-    let mut info = CrmInfoServiceClient::connect(spoke.crm.endpoint.clone()).await?;
-    let info = info
-        .get_cluster_info(GetClusterInfoRequest {})
-        .await?
-        .into_inner();
-    assert_eq!(
-        (info.node_count, info.ready_nodes),
-        oaas_e2e::node_counts(&spoke.client).await?
-    );
-    assert_eq!(info.availability, 1.0);
-    assert!(info.kubernetes_version.starts_with("v1."));
+    spoke.ns.delete().await?;
+    Ok(())
+}
+
+/// The only test here that adds a Node: the counts of the others would race with it.
+#[tokio::test]
+#[ignore = "needs the local clusters: run `just test`"]
+async fn cluster_info_counts_the_nodes_and_follows_them_as_they_come_and_go() -> anyhow::Result<()>
+{
+    let spoke = Spoke::start("crm-info").await?;
+    let info = CrmInfoServiceClient::connect(spoke.crm.endpoint.clone()).await?;
+    let ask = || {
+        let mut info = info.clone();
+        async move {
+            let info = info.get_cluster_info(GetClusterInfoRequest {}).await?;
+            anyhow::Ok(info.into_inner())
+        }
+    };
+    let before = oaas_e2e::node_counts(&spoke.client).await?;
+    let first = ask().await?;
+    assert_eq!((first.node_count, first.ready_nodes), before);
+    assert_eq!(first.availability, 1.0);
+    assert!(first.kubernetes_version.starts_with("v1."));
+
+    // A Node that is not Ready (no kubelet reports for it), tainted so nothing lands on it.
+    let nodes = Api::<Node>::all(spoke.client.clone());
+    let name = format!("{}-extra", spoke.ns.name);
+    let extra: Node = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name },
+        "spec": { "taints": [{ "key": "oaas.io/e2e", "effect": "NoSchedule" }] },
+    }))?;
+    nodes.create(&PostParams::default(), &extra).await?;
+    let followed = async {
+        let (total, ready) = before;
+        wait_for(
+            "the new Node counted, not Ready",
+            Duration::from_secs(10),
+            || async {
+                let now = ask().await?;
+                Ok(((now.node_count, now.ready_nodes) == (total + 1, ready)).then_some(()))
+            },
+        )
+        .await?;
+        nodes.delete(&name, &DeleteParams::default()).await?;
+        wait_for(
+            "the Node gone from the counts",
+            Duration::from_secs(10),
+            || async {
+                let now = ask().await?;
+                Ok(((now.node_count, now.ready_nodes) == before).then_some(()))
+            },
+        )
+        .await
+    }
+    .await;
+    if followed.is_err() {
+        let _ = nodes.delete(&name, &DeleteParams::default()).await;
+    }
+    followed?;
     let channel = Channel::from_shared(spoke.crm.endpoint.clone())?
         .connect()
         .await?;
@@ -1079,6 +1127,34 @@ async fn watchers_get_a_snapshot_then_every_change() -> anyhow::Result<()> {
         serving.status(),
         tonic_health::pb::health_check_response::ServingStatus::Serving
     );
+    spoke.ns.delete().await?;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the local clusters: run `just test`"]
+async fn twenty_deploys_at_once_share_one_connection_to_the_api_server() -> anyhow::Result<()> {
+    let spoke = Spoke::start("crm-h2").await?;
+    let names: Vec<String> = (0..20).map(|i| format!("burst{i}")).collect();
+    futures::future::try_join_all(names.iter().map(|name| {
+        let mut grpc = spoke.grpc.clone();
+        let request = deploy_request(spoke.unit(name), name);
+        async move { grpc.deploy(request).await }
+    }))
+    .await?;
+    for name in &names {
+        let id = spoke.id(name);
+        spoke
+            .wait_phase(&id, pb::Phase::Available, Duration::from_secs(60))
+            .await?;
+    }
+    // Its watches and the 20 reconciles, over HTTP/2 (HTTP/1.1 needs a connection per
+    // request in flight: one per watch alone).
+    let crm = &spoke.crm;
+    let connections = crm
+        .process
+        .outbound_connections(&[crm.port, crm.ops_port])?;
+    assert_eq!(connections, 1, "connections from the CRM to its API server");
     spoke.ns.delete().await?;
     Ok(())
 }

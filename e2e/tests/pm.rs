@@ -1,15 +1,16 @@
 //! The whole system: the PM on the hub and a CRM on each spoke, as processes, driven with
 //! kubectl on the hub.
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::Api;
+use kube::{Api, ResourceExt};
 use oaas_crds::cluster::ClusterHealth;
 use oaas_crds::{ClassRuntime, OClassDeployment};
 use oaas_e2e::{
-    Crm, Fleet, FleetSpoke, Pm, TestNamespace, client_for, cluster_manifest, hub_context, image_of,
-    install_all_crds, kubectl, kubectl_with_input, samples, spoke_contexts, wait_available,
-    wait_cluster_health, wait_for,
+    Crm, Fleet, FleetSpoke, Pm, RestClient, TestNamespace, client_for, cluster_manifest,
+    hub_context, image_of, install_all_crds, kubectl, kubectl_with_input, samples, spoke_contexts,
+    wait_available, wait_cluster_health, wait_for,
 };
 
 #[tokio::test]
@@ -361,4 +362,34 @@ async fn of_two_pms_one_leads_and_the_other_takes_over_when_it_dies() -> anyhow:
     lease_ns.delete().await?;
     drop(standby);
     Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the local clusters: run `just test`"]
+async fn a_check_that_finds_no_change_refreshes_the_status_only_every_report_interval()
+-> anyhow::Result<()> {
+    // Checks every second (the fleet's OClusters), times refreshed every 4 s.
+    let fleet = Fleet::start("pm-report", &[("CRM_HEALTH_REPORT_INTERVAL", "4")], &[]).await?;
+    let clusters = fleet.clusters();
+    let name = &fleet.spokes[0].cluster;
+    let mut versions = BTreeSet::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(9) {
+        versions.insert(clusters.get(name).await?.resource_version());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nine checks; the first version seen, then a refresh every 4–5 s: 2 or 3 versions.
+    assert!(
+        (2..=3).contains(&versions.len()),
+        "{} versions of the OCluster in 9 s of checks that changed nothing",
+        versions.len()
+    );
+
+    // The REST facade answers from the last check, not from the last refresh.
+    let rest = RestClient::new(fleet.pm.port);
+    let health = rest.get(&format!("/api/v1/clusters/{name}/health")).await?;
+    assert_eq!(health.body["status"], "Healthy", "{}", health.body);
+    let age = health.body["age_seconds"].as_u64().unwrap_or(u64::MAX);
+    assert!(age <= 2, "the answer is {age} s old: {}", health.body);
+    fleet.delete().await
 }

@@ -10,6 +10,7 @@ mod grpc;
 mod metrics;
 mod namespaces;
 mod nfr;
+mod nodes;
 mod render;
 mod retire;
 mod state;
@@ -46,11 +47,11 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     oaas_operator_common::init_tracing(config.json_logs);
     let client = oaas_operator_common::kube_client().await?;
-    let kubernetes_version = client
+    // Reachable with these credentials, or a clear error now rather than failed calls later.
+    client
         .apiserver_version()
         .await
-        .context("asking the Kubernetes API server for its version")?
-        .git_version;
+        .context("asking the Kubernetes API server for its version")?;
     let metrics = Arc::new(Metrics::default());
 
     let (runtimes, watch) = grpc::Runtimes::start(&client, &config.namespace);
@@ -73,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
         runtimes,
         metrics.clone(),
     );
-    let info_api = grpc::InfoApi::new(client.clone(), config.clone(), kubernetes_version);
+    let info_api = grpc::InfoApi::new(client.clone(), config.clone(), nodes::watch(&client));
     let http = axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

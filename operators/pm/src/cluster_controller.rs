@@ -1,6 +1,12 @@
 //! The OCluster controller: keeps a channel per spoke in the registry, checks its health on
 //! an interval (grpc.health.v1 + CRM info) behind a circuit breaker, and reports Healthy,
 //! Degraded or Unreachable with node counts, availability and versions.
+//!
+//! A check that finds what the status already says is not written, except to refresh its
+//! times (`lastChecked`, `lastSeen`) every `report_interval`: with 100 spokes checked every
+//! 10 s, writing each check would be 10 writes a second on the hub that change nothing but a
+//! time (Kubernetes moved node heartbeats out of Node status for the same reason). The
+//! registry holds every check's status for the REST facade.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +42,9 @@ pub struct Context {
     pub spokes: SpokeClient,
     pub metrics: Arc<Metrics>,
     pub status: StatusWriter<OClusterStatus>,
+    /// How often a check that changed nothing refreshes the status's times
+    /// (`CRM_HEALTH_REPORT_INTERVAL`).
+    pub report_interval: Duration,
 }
 
 pub async fn run(ctx: Arc<Context>) {
@@ -70,7 +79,7 @@ async fn reconcile(cluster: Arc<OCluster>, ctx: Arc<Context>) -> Result<Action, 
                 Finalizer::Apply(cluster) => check(&cluster, &ctx).await,
                 Finalizer::Cleanup(cluster) => {
                     info!(cluster = %cluster.name_any(), "unregistering spoke");
-                    ctx.registry.remove(&cluster.name_any());
+                    ctx.registry.forget(&cluster.name_any());
                     ctx.metrics.forget_cluster(&cluster.name_any());
                     ctx.status.forget(cluster.as_ref());
                     Ok(Action::await_change())
@@ -304,6 +313,26 @@ fn merged_conditions(
     conditions::merge(&kept, &desired, cluster.metadata.generation, now)
 }
 
+/// Whether a check's status is written: when it says something `stored` does not, besides
+/// the check times, or when the stored `lastChecked` is `report_interval` old.
+fn worth_writing(
+    stored: &OClusterStatus,
+    next: &OClusterStatus,
+    report_interval: Duration,
+    now: Timestamp,
+) -> bool {
+    let without_times = |s: &OClusterStatus| OClusterStatus {
+        last_checked: None,
+        last_seen: None,
+        ..s.clone()
+    };
+    if without_times(stored) != without_times(next) {
+        return true;
+    }
+    let reported = stored.last_checked.as_ref().map(|t| t.0);
+    reported.is_none_or(|at| now.duration_since(at).unsigned_abs() >= report_interval)
+}
+
 async fn write_status(
     ctx: &Context,
     cluster: &OCluster,
@@ -311,8 +340,13 @@ async fn write_status(
     mut status: OClusterStatus,
     ready: Desired,
 ) -> Result<(), Error> {
-    let now = Time(Timestamp::now());
-    status.conditions = merged_conditions(cluster, &previous.conditions, ready, &now);
+    let now = Timestamp::now();
+    status.conditions = merged_conditions(cluster, &previous.conditions, ready, &Time(now));
+    ctx.registry
+        .record_check(&cluster.name_any(), status.clone());
+    if !worth_writing(previous, &status, ctx.report_interval, now) {
+        return Ok(());
+    }
     let health = (previous.health, status.health);
     let api = Api::<OCluster>::all(ctx.client.clone());
     if ctx.status.write(&api, cluster, previous, status).await? && health.0 != health.1 {
@@ -354,6 +388,53 @@ mod tests {
 
     fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
         conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    fn checked(at: i64, health: ClusterHealth) -> OClusterStatus {
+        let at = Some(Time(Timestamp::from_second(at).unwrap()));
+        OClusterStatus {
+            health,
+            last_checked: at.clone(),
+            last_seen: at,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_check_is_written_when_it_finds_a_change_or_the_times_are_a_report_interval_old() {
+        let every = Duration::from_secs(60);
+        let now = |s| Timestamp::from_second(s).unwrap();
+        let stored = checked(100, ClusterHealth::Healthy);
+        let same = checked(130, ClusterHealth::Healthy);
+        assert!(
+            !worth_writing(&stored, &same, every, now(130)),
+            "only the times moved"
+        );
+        assert!(
+            worth_writing(&stored, &same, every, now(160)),
+            "times a minute old"
+        );
+        let changed = checked(130, ClusterHealth::Degraded);
+        assert!(
+            worth_writing(&stored, &changed, every, now(130)),
+            "health changed"
+        );
+        let counted = OClusterStatus {
+            ready_nodes: Some(2),
+            ..same.clone()
+        };
+        assert!(
+            worth_writing(&stored, &counted, every, now(130)),
+            "nodes changed"
+        );
+        assert!(
+            worth_writing(&OClusterStatus::default(), &same, every, now(130)),
+            "never written"
+        );
+        assert!(
+            worth_writing(&stored, &same, Duration::ZERO, now(100)),
+            "an interval of 0"
+        );
     }
 
     #[test]

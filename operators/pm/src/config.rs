@@ -26,6 +26,9 @@ pub struct Config {
     /// kube-system namespace, which is unique per cluster.
     pub hub_name: Option<String>,
     pub rest: crate::rest::Settings,
+    /// How often a health check that changed nothing refreshes an OCluster's `lastChecked`
+    /// (`CRM_HEALTH_REPORT_INTERVAL`); any change is written at once.
+    pub health_report_interval: std::time::Duration,
     /// Lead through a Lease so that several replicas can run (`OAAS_PM_LEADER_ELECTION`).
     pub leader: Option<oaas_operator_common::leader::Settings>,
 }
@@ -123,6 +126,7 @@ impl Config {
             cluster_selector: env.string("OAAS_PM_CLUSTER_SELECTOR"),
             hub_name: hub_name(&env)?,
             rest: rest_settings(&env)?,
+            health_report_interval: env.seconds("CRM_HEALTH_REPORT_INTERVAL", 60)?,
             leader: leader_settings(&env)?,
         })
     }

@@ -124,6 +124,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 spokes,
                 metrics: metrics.clone(),
                 status: StatusWriter::new(PM_FIELD_MANAGER),
+                report_interval: config.health_report_interval,
             };
             tokio::spawn(cluster_controller::run(Arc::new(cluster_ctx)));
             let package_ctx = package_controller::Context {

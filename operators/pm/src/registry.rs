@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use oaas_crds::cluster::OClusterStatus;
 use oaas_proto::crm::crm_info_service_client::CrmInfoServiceClient;
 use oaas_proto::deployment::deployment_service_client::DeploymentServiceClient;
 use oaas_proto::deployment::{self as pb, deployment_status_event::Kind};
@@ -208,6 +209,9 @@ pub struct Registry {
     spokes: RwLock<HashMap<String, Spoke>>,
     watches: Mutex<HashMap<String, JoinHandle<()>>>,
     breakers: Mutex<HashMap<String, Breaker>>,
+    /// The status each cluster's last health check found, written to its OCluster or not
+    /// (the check times are written only every so often): what the REST facade answers.
+    checks: Mutex<HashMap<String, OClusterStatus>>,
     pub board: Arc<StatusBoard>,
     /// Deployment ids whose status changed in some spoke, for the class deployment controller.
     changed: mpsc::UnboundedSender<String>,
@@ -221,6 +225,7 @@ impl Registry {
             spokes: RwLock::default(),
             watches: Mutex::default(),
             breakers: Mutex::default(),
+            checks: Mutex::default(),
             board: Arc::default(),
             changed,
         };
@@ -291,12 +296,30 @@ impl Registry {
         self.breaker(name).state == oaas_crds::cluster::CircuitState::Open
     }
 
+    pub fn record_check(&self, name: &str, status: OClusterStatus) {
+        let mut checks = self.checks.lock().expect("check lock");
+        checks.insert(name.to_string(), status);
+    }
+
+    /// The status the cluster's last health check by this process found.
+    pub fn last_check(&self, name: &str) -> Option<OClusterStatus> {
+        self.checks.lock().expect("check lock").get(name).cloned()
+    }
+
+    /// Forgets the cluster's channel, status stream and circuit; its last check stays
+    /// (a cluster with invalid settings is unregistered but still checked).
     pub fn remove(&self, name: &str) {
         if let Some(watch) = self.watches.lock().expect("watch lock").remove(name) {
             watch.abort();
         }
         self.spokes.write().expect("registry lock").remove(name);
         self.breakers.lock().expect("breaker lock").remove(name);
+    }
+
+    /// Forgets everything of a cluster that is gone.
+    pub fn forget(&self, name: &str) {
+        self.remove(name);
+        self.checks.lock().expect("check lock").remove(name);
     }
 }
 

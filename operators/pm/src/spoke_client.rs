@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oaas_core::wire::CORRELATION_HEADER;
-use oaas_crds::cluster::ClusterHealth;
+use oaas_crds::cluster::{ClusterHealth, OClusterStatus};
 use oaas_proto::crm::{ClusterInfo, GetClusterInfoRequest};
 use oaas_proto::deployment as pb;
 use tonic_health::pb::HealthCheckRequest;
@@ -216,6 +216,12 @@ impl SpokeClient {
             serving: health.status() == ServingStatus::Serving,
             info,
         })
+    }
+
+    /// The status this process's last health check of `cluster` found (none: this replica
+    /// is not the leader, or has not checked it yet).
+    pub fn last_check(&self, cluster: &str) -> Option<OClusterStatus> {
+        self.registry.last_check(cluster)
     }
 
     /// A health check on behalf of the REST facade, when the last one is too old: like

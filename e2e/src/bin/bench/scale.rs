@@ -209,6 +209,18 @@ pub async fn bench_scale(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         "s",
     ));
+    // What healthy spokes cost the hub with nothing changing: the PM's health checks (every
+    // 10 s each) write only what changed, and refresh the check times once a minute. A
+    // minute's window holds one refresh of every spoke.
+    let window = Duration::from_secs(60);
+    rows.push(Row::new(
+        "scale.ocluster_writes_per_s_at_rest",
+        format!(
+            "scale: OCluster status writes on the hub, {count} healthy spokes, nothing changing"
+        ),
+        super::writes::rate(&hub, &["oclusters/status"], window).await?,
+        "writes/s",
+    ));
 
     let packages: Api<OPackage> = Api::namespaced(hub.clone(), &ns.name);
     packages

@@ -78,6 +78,14 @@ async fn scrape(client: &Client) -> anyhow::Result<BTreeMap<String, f64>> {
     Ok(writes_by_resource(&client.request_text(request).await?))
 }
 
+/// Writes a second to `resources` (as in [`ours`]) on `client`'s API server over `window`.
+pub async fn rate(client: &Client, resources: &[&str], window: Duration) -> anyhow::Result<f64> {
+    let before = scrape(client).await?;
+    tokio::time::sleep(window).await;
+    let after = scrape(client).await?;
+    Ok(ours(resources, &before, &after) / window.as_secs_f64())
+}
+
 /// Writes of the events our operators reported in `namespace` (a repeated event is one
 /// write per occurrence).
 async fn our_events(client: &Client, namespace: &str) -> anyhow::Result<f64> {

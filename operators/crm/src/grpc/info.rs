@@ -1,28 +1,29 @@
 //! CrmInfoService: this cluster's name, versions, node counts and availability.
-use k8s_openapi::api::core::v1::Node;
 use kube::Client;
-use kube::api::{Api, ListParams};
 use oaas_proto::crm::{
     ClusterInfo, GetClusterInfoRequest, crm_info_service_server::CrmInfoService,
 };
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use super::kube_status;
 use crate::config::Config;
+use crate::nodes::{self, NodeCounts};
 
 /// Node counts and availability of this cluster.
 pub struct InfoApi {
     client: Client,
     config: Config,
-    kubernetes_version: String,
+    /// The counts the Node watch knows (`None`: listed per call).
+    nodes: watch::Receiver<Option<NodeCounts>>,
 }
 
 impl InfoApi {
-    pub fn new(client: Client, config: Config, kubernetes_version: String) -> Self {
+    pub fn new(client: Client, config: Config, nodes: watch::Receiver<Option<NodeCounts>>) -> Self {
         Self {
             client,
             config,
-            kubernetes_version,
+            nodes,
         }
     }
 }
@@ -33,20 +34,21 @@ impl CrmInfoService for InfoApi {
         &self,
         _: Request<GetClusterInfoRequest>,
     ) -> Result<Response<ClusterInfo>, Status> {
-        let nodes = Api::<Node>::all(self.client.clone())
-            .list(&ListParams::default())
+        // Asked on every call, though it hardly ever changes: the answer proves the API server
+        // reachable now (a watch may take minutes to notice a silent network partition), and
+        // costs it next to nothing (no storage read).
+        let version = self
+            .client
+            .apiserver_version()
             .await
-            .map_err(|e| kube_status("listing Nodes", e))?;
-        let total = nodes.items.len() as u32;
-        let ready = nodes
-            .items
-            .iter()
-            .filter(|n| {
-                let conditions = n.status.as_ref().and_then(|s| s.conditions.as_ref());
-                conditions
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .count() as u32;
+            .map_err(|e| kube_status("asking the Kubernetes API server for its version", e))?;
+        let known = *self.nodes.borrow();
+        let NodeCounts { total, ready } = match known {
+            Some(counts) => counts,
+            None => nodes::list(&self.client)
+                .await
+                .map_err(|e| kube_status("listing Nodes", e))?,
+        };
         let availability = self.config.availability_override.unwrap_or(if total == 0 {
             0.0
         } else {
@@ -55,7 +57,7 @@ impl CrmInfoService for InfoApi {
         Ok(Response::new(ClusterInfo {
             cluster_name: self.config.cluster_name.clone(),
             crm_version: env!("CARGO_PKG_VERSION").to_string(),
-            kubernetes_version: self.kubernetes_version.clone(),
+            kubernetes_version: version.git_version,
             node_count: total,
             ready_nodes: ready,
             availability,

@@ -291,3 +291,14 @@ fn storage_type_other_than_the_hub_stops_start_up() {
         );
     }
 }
+
+#[test]
+fn the_health_report_interval_defaults_to_a_minute() {
+    use std::time::Duration;
+    let interval = |vars: &[(&str, &str)]| parse(vars).map(|c| c.health_report_interval);
+    assert_eq!(interval(&[]).unwrap(), Duration::from_secs(60));
+    let every_check = interval(&[("CRM_HEALTH_REPORT_INTERVAL", "0")]).unwrap();
+    assert_eq!(every_check, Duration::ZERO);
+    let err = interval(&[("CRM_HEALTH_REPORT_INTERVAL", "-1")]).unwrap_err();
+    assert_eq!(err.variable, "CRM_HEALTH_REPORT_INTERVAL");
+}

@@ -1,7 +1,9 @@
-//! `/api/v1/clusters`: the spokes (OClusters) and their health. Health comes from the
-//! OCluster's status (the PM's last check); when that check is older than
-//! `CRM_HEALTH_CACHE_TTL`, the cluster is checked live for the answer, and if that cannot be
-//! done the cached answer is served marked `stale`, with its age and why.
+//! `/api/v1/clusters`: the spokes (OClusters) and their health. Health comes from the PM's
+//! last check: held in memory by the leader, which checks the clusters, else the OCluster's
+//! status (whose check times are refreshed only every `CRM_HEALTH_REPORT_INTERVAL`). When
+//! that check is older than `CRM_HEALTH_CACHE_TTL`, the cluster is checked live for the
+//! answer, and if that cannot be done the cached answer is served marked `stale`, with its
+//! age and why.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use oaas_crds::OCluster;
-use oaas_crds::cluster::ClusterHealth as Health;
+use oaas_crds::cluster::{ClusterHealth as Health, OClusterStatus};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -87,8 +89,7 @@ fn status_name(health: Health) -> &'static str {
 
 /// When the cached answer was found: the last check (an older PM recorded only when the
 /// CRM last answered).
-fn checked_at(cluster: &OCluster) -> Option<Time> {
-    let status = cluster.status.as_ref()?;
+fn checked_at(status: &OClusterStatus) -> Option<Time> {
     status.last_checked.clone().or(status.last_seen.clone())
 }
 
@@ -108,10 +109,13 @@ fn needs_refresh(age: Option<Duration>, ttl: Duration) -> bool {
     ttl.is_zero() || age.is_none_or(|age| age > ttl)
 }
 
-/// The health the OCluster's status reports, with its age.
-fn cached(cluster: &OCluster, now: Timestamp) -> ClusterHealth {
-    let status = cluster.status.clone().unwrap_or_default();
-    let checked = checked_at(cluster);
+/// The health the last check found (`status`: this process's, else the OCluster's), with
+/// its age.
+fn cached(cluster: &OCluster, status: Option<OClusterStatus>, now: Timestamp) -> ClusterHealth {
+    let status = status
+        .or_else(|| cluster.status.clone())
+        .unwrap_or_default();
+    let checked = checked_at(&status);
     ClusterHealth {
         cluster_name: cluster.name_any(),
         status: status_name(status.health).into(),
@@ -167,7 +171,8 @@ fn stale(mut answer: ClusterHealth, ttl: Duration, problem: &SpokeError) -> Clus
 /// The health of `cluster` no older than the TTL allows, or marked stale.
 async fn health_of(rest: &Rest, cluster: &OCluster) -> ClusterHealth {
     let ttl = rest.settings.health_cache_ttl;
-    let answer = cached(cluster, Timestamp::now());
+    let last_check = rest.spokes.last_check(&cluster.name_any());
+    let answer = cached(cluster, last_check, Timestamp::now());
     let age = answer.age_seconds.map(Duration::from_secs);
     if !needs_refresh(age, ttl) {
         return answer;
@@ -223,7 +228,7 @@ pub async fn health(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oaas_crds::cluster::{OClusterSpec, OClusterStatus};
+    use oaas_crds::cluster::OClusterSpec;
     use oaas_proto::crm::ClusterInfo;
 
     fn at(seconds: i64) -> Timestamp {
@@ -256,7 +261,7 @@ mod tests {
 
     #[test]
     fn the_cached_answer_carries_its_age_from_the_last_check() {
-        let answer = cached(&mk_cluster(Some(100)), at(130));
+        let answer = cached(&mk_cluster(Some(100)), None, at(130));
         assert_eq!(answer.age_seconds, Some(30));
         assert_eq!(answer.status, "Unhealthy");
         assert!(
@@ -266,11 +271,32 @@ mod tests {
                 .starts_with("1970-01-01T00:01:40")
         );
         // Without a recorded check, the last answer dates it.
-        assert_eq!(cached(&mk_cluster(None), at(130)).age_seconds, Some(120));
+        assert_eq!(
+            cached(&mk_cluster(None), None, at(130)).age_seconds,
+            Some(120)
+        );
         // A clock that went back does not make a negative age.
-        assert_eq!(cached(&mk_cluster(Some(200)), at(130)).age_seconds, Some(0));
+        assert_eq!(
+            cached(&mk_cluster(Some(200)), None, at(130)).age_seconds,
+            Some(0)
+        );
         let never = OCluster::new("new", OClusterSpec::default());
-        assert_eq!(cached(&never, at(130)).age_seconds, None);
+        assert_eq!(cached(&never, None, at(130)).age_seconds, None);
+    }
+
+    #[test]
+    fn this_processs_last_check_is_served_before_the_ocluster_status() {
+        let last_check = OClusterStatus {
+            health: Health::Healthy,
+            last_checked: Some(Time(at(125))),
+            ..Default::default()
+        };
+        let answer = cached(&mk_cluster(Some(100)), Some(last_check), at(130));
+        assert_eq!(
+            (answer.status.as_str(), answer.age_seconds),
+            ("Healthy", Some(5))
+        );
+        assert_eq!(answer.message, None);
     }
 
     #[test]
@@ -294,7 +320,7 @@ mod tests {
         assert_eq!(answer.checked_at, answer.last_seen);
 
         let answer = stale(
-            cached(&cluster, at(130)),
+            cached(&cluster, None, at(130)),
             Duration::from_secs(15),
             &SpokeError::NotRegistered("spoke-a".into()),
         );
