@@ -378,7 +378,7 @@ async fn a_check_that_finds_no_change_refreshes_the_status_only_every_report_int
         versions.insert(clusters.get(name).await?.resource_version());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Nine checks; the first version seen, then a refresh every 4–5 s: 2 or 3 versions.
+    // Nine checks; the first version seen, then a refresh every 4–6 s: 2 or 3 versions.
     assert!(
         (2..=3).contains(&versions.len()),
         "{} versions of the OCluster in 9 s of checks that changed nothing",

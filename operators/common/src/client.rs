@@ -37,6 +37,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// ...and how long the answer may take before the connection counts as dead (client-go: 15 s).
 pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(15);
+/// What the server may send on the connection before we read it, all streams together (as
+/// client-go's transport: 1 GiB). hyper's default, 5 MiB, is two or three streams' worth (2 MiB
+/// each): watches whose readers fall behind for a moment would stall every other request on
+/// the one connection, Lease renewals included. Nothing is held unless a reader lags.
+const CONNECTION_WINDOW: u32 = 1 << 30;
 
 /// In-cluster or kubeconfig credentials; `KUBE_CONTEXT` picks a kubeconfig context, which
 /// lets one machine run an operator per local cluster.
@@ -82,6 +87,7 @@ fn client_for(config: kube::Config) -> anyhow::Result<kube::Client> {
         .http2_keep_alive_interval(KEEP_ALIVE)
         .http2_keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
         .http2_keep_alive_while_idle(true)
+        .http2_initial_connection_window_size(CONNECTION_WINDOW)
         .build(connector);
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())

@@ -2,8 +2,9 @@
 //! watch of Nodes rather than listed per call: the hub checks every spoke every 10 s by
 //! default, and each list sends every Node whole (tens of KiB each, so megabytes per call in
 //! a cluster of a few hundred Nodes) while the watch sends only the Nodes that change. Until
-//! the watch has its first list, and whenever it fails, the counts are unknown and the caller
-//! lists instead.
+//! the watch has its first list the caller lists instead. When the watch fails, the last
+//! counts stay: it resumes where it stopped (replaying what it missed) or lists anew, and
+//! whether the API server can be reached at all is the caller's to check.
 use std::collections::HashMap;
 
 use futures::StreamExt;
@@ -49,56 +50,41 @@ pub async fn list(client: &Client) -> Result<NodeCounts, kube::Error> {
 struct Readiness {
     /// By name; `None` until the first list is in.
     nodes: Option<HashMap<String, bool>>,
-    /// A list in progress (after a start or a failed watch), swapped in when it ends.
+    /// A list in progress (at start, or when the watch must list anew), swapped in when it
+    /// ends.
     listing: Option<HashMap<String, bool>>,
-    /// The watch failed and has not delivered an event since.
-    failed: bool,
 }
 
 impl Readiness {
     /// Takes in one watch event; the counts it now knows.
-    fn take(&mut self, event: Result<watcher::Event<Node>, watcher::Error>) -> Option<NodeCounts> {
+    fn take(&mut self, event: watcher::Event<Node>) -> Option<NodeCounts> {
         match event {
-            Ok(event) => {
-                self.failed = false;
-                match event {
-                    watcher::Event::Init => self.listing = Some(HashMap::new()),
-                    watcher::Event::InitApply(node) => {
-                        let ready = is_ready(&node);
-                        self.listing
-                            .get_or_insert_default()
-                            .insert(node.name_any(), ready);
-                    }
-                    watcher::Event::InitDone => {
-                        self.nodes = Some(self.listing.take().unwrap_or_default())
-                    }
-                    watcher::Event::Apply(node) => {
-                        let ready = is_ready(&node);
-                        if let Some(nodes) = &mut self.nodes {
-                            nodes.insert(node.name_any(), ready);
-                        }
-                    }
-                    watcher::Event::Delete(node) => {
-                        if let Some(nodes) = &mut self.nodes {
-                            nodes.remove(&node.name_any());
-                        }
-                    }
+            watcher::Event::Init => self.listing = Some(HashMap::new()),
+            watcher::Event::InitApply(node) => {
+                let ready = is_ready(&node);
+                self.listing
+                    .get_or_insert_default()
+                    .insert(node.name_any(), ready);
+            }
+            watcher::Event::InitDone => self.nodes = Some(self.listing.take().unwrap_or_default()),
+            watcher::Event::Apply(node) => {
+                let ready = is_ready(&node);
+                if let Some(nodes) = &mut self.nodes {
+                    nodes.insert(node.name_any(), ready);
                 }
             }
-            Err(_) => self.failed = true,
+            watcher::Event::Delete(node) => {
+                if let Some(nodes) = &mut self.nodes {
+                    nodes.remove(&node.name_any());
+                }
+            }
         }
-        self.counts()
-    }
-
-    fn counts(&self) -> Option<NodeCounts> {
-        match (&self.nodes, self.failed) {
-            (Some(nodes), false) => Some(NodeCounts::of(nodes.values().copied())),
-            _ => None,
-        }
+        let nodes = self.nodes.as_ref()?;
+        Some(NodeCounts::of(nodes.values().copied()))
     }
 }
 
-/// Starts watching the Nodes; the receiver holds the counts while the watch knows them.
+/// Starts watching the Nodes; the receiver holds the counts once the first list is in.
 pub fn watch(client: &Client) -> watch::Receiver<Option<NodeCounts>> {
     let (counts, receiver) = watch::channel(None);
     let config = watcher::Config::default().any_semantic();
@@ -107,9 +93,13 @@ pub fn watch(client: &Client) -> watch::Receiver<Option<NodeCounts>> {
         let mut events = std::pin::pin!(events);
         let mut readiness = Readiness::default();
         while let Some(event) = events.next().await {
-            if let Err(error) = &event {
-                warn!(%error, "Node watch failed; Node counts are listed per call until it recovers");
-            }
+            let event = match event {
+                Ok(event) => event,
+                Err(error) => {
+                    warn!(%error, "Node watch failed; retrying, with the last Node counts kept");
+                    continue;
+                }
+            };
             counts.send_if_modified(|known| {
                 let now = readiness.take(event);
                 std::mem::replace(known, now) != now
@@ -145,53 +135,49 @@ mod tests {
     #[test]
     fn counts_are_known_from_the_end_of_the_first_list_and_follow_each_change() {
         let mut readiness = Readiness::default();
-        assert_eq!(readiness.take(Ok(watcher::Event::Init)), None);
+        assert_eq!(readiness.take(watcher::Event::Init), None);
         assert_eq!(
-            readiness.take(Ok(watcher::Event::InitApply(node("a", true)))),
+            readiness.take(watcher::Event::InitApply(node("a", true))),
             None
         );
         assert_eq!(
-            readiness.take(Ok(watcher::Event::InitApply(node("b", false)))),
+            readiness.take(watcher::Event::InitApply(node("b", false))),
             None
         );
-        assert_eq!(readiness.take(Ok(watcher::Event::InitDone)), counts(2, 1));
+        assert_eq!(readiness.take(watcher::Event::InitDone), counts(2, 1));
         assert_eq!(
-            readiness.take(Ok(watcher::Event::Apply(node("b", true)))),
+            readiness.take(watcher::Event::Apply(node("b", true))),
             counts(2, 2)
         );
         assert_eq!(
-            readiness.take(Ok(watcher::Event::Apply(node("c", false)))),
+            readiness.take(watcher::Event::Apply(node("c", false))),
             counts(3, 2)
         );
         assert_eq!(
-            readiness.take(Ok(watcher::Event::Delete(node("a", true)))),
+            readiness.take(watcher::Event::Delete(node("a", true))),
             counts(2, 1)
         );
         let mut no_status = node("d", true);
         no_status.status = None;
         assert_eq!(
-            readiness.take(Ok(watcher::Event::Apply(no_status))),
+            readiness.take(watcher::Event::Apply(no_status)),
             counts(3, 1)
         );
     }
 
     #[test]
-    fn a_failed_watch_makes_the_counts_unknown_until_it_delivers_again() {
+    fn a_new_list_replaces_the_counts_only_when_it_ends() {
         let mut readiness = Readiness::default();
-        readiness.take(Ok(watcher::Event::Init));
-        readiness.take(Ok(watcher::Event::InitApply(node("a", true))));
-        assert_eq!(readiness.take(Ok(watcher::Event::InitDone)), counts(1, 1));
-        let failure = watcher::Error::NoResourceVersion;
-        assert_eq!(readiness.take(Err(failure)), None);
-        // A new list replaces what was known only when it ends: a Node gone meanwhile goes.
-        assert_eq!(readiness.take(Ok(watcher::Event::Init)), counts(1, 1));
-        readiness.take(Ok(watcher::Event::InitApply(node("b", false))));
-        assert_eq!(readiness.take(Ok(watcher::Event::InitDone)), counts(1, 0));
-        // A watch resumed without a new list is trusted again from its next event.
-        assert_eq!(readiness.take(Err(watcher::Error::NoResourceVersion)), None);
+        readiness.take(watcher::Event::Init);
+        readiness.take(watcher::Event::InitApply(node("a", true)));
+        assert_eq!(readiness.take(watcher::Event::InitDone), counts(1, 1));
+        // The watch lists anew (after a gap too long to resume): the old counts stand until
+        // the list ends, and a Node gone meanwhile goes with it.
+        assert_eq!(readiness.take(watcher::Event::Init), counts(1, 1));
         assert_eq!(
-            readiness.take(Ok(watcher::Event::Apply(node("b", true)))),
+            readiness.take(watcher::Event::InitApply(node("b", false))),
             counts(1, 1)
         );
+        assert_eq!(readiness.take(watcher::Event::InitDone), counts(1, 0));
     }
 }

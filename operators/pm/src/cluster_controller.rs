@@ -314,7 +314,9 @@ fn merged_conditions(
 }
 
 /// Whether a check's status is written: when it says something `stored` does not, besides
-/// the check times, or when the stored `lastChecked` is `report_interval` old.
+/// the check times, or when the stored `lastChecked` is `report_interval` old. The API keeps
+/// whole seconds, so a stored time is up to a second earlier than the check it records: the
+/// age is taken from the second after it, lest the times be refreshed early.
 fn worth_writing(
     stored: &OClusterStatus,
     next: &OClusterStatus,
@@ -330,7 +332,9 @@ fn worth_writing(
         return true;
     }
     let reported = stored.last_checked.as_ref().map(|t| t.0);
-    reported.is_none_or(|at| now.duration_since(at).unsigned_abs() >= report_interval)
+    let age = |at: Timestamp| now.duration_since(at).unsigned_abs();
+    report_interval.is_zero()
+        || reported.is_none_or(|at| age(at) >= report_interval + Duration::from_secs(1))
 }
 
 async fn write_status(
@@ -410,8 +414,13 @@ mod tests {
             !worth_writing(&stored, &same, every, now(130)),
             "only the times moved"
         );
+        // Stored at 100 (whole seconds), the check it records ran in [100, 101).
         assert!(
-            worth_writing(&stored, &same, every, now(160)),
+            !worth_writing(&stored, &same, every, now(160)),
+            "maybe not a minute yet"
+        );
+        assert!(
+            worth_writing(&stored, &same, every, now(161)),
             "times a minute old"
         );
         let changed = checked(130, ClusterHealth::Degraded);

@@ -81,7 +81,8 @@ where
 }
 
 /// OClusters whose placement-relevant state changed: spec, labels, health or availability.
-/// Their `lastSeen` moves on every health check and must not re-plan every deployment.
+/// Their `lastSeen` moves with every refresh of the check times (`CRM_HEALTH_REPORT_INTERVAL`)
+/// and must not re-plan every deployment.
 pub fn cluster_placement_changes(
     api: Api<OCluster>,
     config: watcher::Config,

@@ -35,8 +35,8 @@ impl CrmInfoService for InfoApi {
         _: Request<GetClusterInfoRequest>,
     ) -> Result<Response<ClusterInfo>, Status> {
         // Asked on every call, though it hardly ever changes: the answer proves the API server
-        // reachable now (a watch may take minutes to notice a silent network partition), and
-        // costs it next to nothing (no storage read).
+        // reachable now (the Node watch keeps its last counts while it retries), and costs it
+        // next to nothing (no storage read).
         let version = self
             .client
             .apiserver_version()
