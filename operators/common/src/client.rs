@@ -147,4 +147,43 @@ mod tests {
         let config = kube::Config::new("https://127.0.0.1:6443".parse().unwrap());
         assert!(client_for(config).is_ok());
     }
+
+    /// The hub's API server, as the kubeconfig (`KUBECONFIG`) names it, with the server name
+    /// its certificate must carry set to `name`.
+    async fn hub_config_naming(name: &str) -> kube::Config {
+        let context = std::env::var("OAAS_HUB_CONTEXT").unwrap_or_else(|_| "oaas-hub".into());
+        let options = kube::config::KubeConfigOptions {
+            context: Some(context.clone()),
+            ..Default::default()
+        };
+        let mut config = kube::Config::from_kubeconfig(&options)
+            .await
+            .unwrap_or_else(|e| panic!("kube context {context} (run `just cluster-up`?): {e}"));
+        config.tls_server_name = Some(name.into());
+        config
+    }
+
+    /// `tls-server-name` is what the server's certificate is checked against, not the URL's
+    /// host: the loopback API servers' certificate names `kubernetes` (hack/cluster.sh) but
+    /// not `elsewhere.example`, and both are reached at https://127.0.0.1:<port>.
+    #[tokio::test]
+    #[ignore = "needs the local clusters (just cluster-up)"]
+    async fn the_tls_server_name_is_the_name_the_certificate_must_carry() {
+        let named = client_for(hub_config_naming("kubernetes").await).unwrap();
+        let version = named.apiserver_version().await;
+        assert!(
+            version.is_ok(),
+            "refused a name the certificate carries: {version:?}"
+        );
+
+        let unnamed = client_for(hub_config_naming("elsewhere.example").await).unwrap();
+        let Err(error) = unnamed.apiserver_version().await else {
+            panic!("accepted a certificate that does not name elsewhere.example");
+        };
+        let chain = format!("{:?}", anyhow::Error::from(error));
+        assert!(
+            chain.contains(r#"not valid for name "elsewhere.example""#),
+            "{chain}"
+        );
+    }
 }
