@@ -33,7 +33,8 @@ done
 
 # apply_overlay CLUSTER IMAGE TAG: the cluster's overlay with the image pinned to the build
 # just loaded (a new build is a new tag, so the Deployment rolls out). kustomize takes
-# relative paths only.
+# relative paths only. The tag is quoted: an image id's hex prefix can read as a YAML number
+# (074519392643 did, and kustomize refused it).
 apply_overlay() {
   local cluster=$1 image=$2 pinned=$3 dir
   dir="$(mktemp -d)"
@@ -44,7 +45,7 @@ resources:
   - $(realpath --relative-to="$dir" "$REPO_ROOT/kind/overlays/$cluster")
 images:
   - name: $image
-    newTag: ${pinned##*:}
+    newTag: "${pinned##*:}"
 EOF
   kubectl --context "oaas-$cluster" apply --server-side --force-conflicts -k "$dir" >/dev/null \
     || die "installing kind/overlays/$cluster into oaas-$cluster failed"
