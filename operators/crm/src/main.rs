@@ -35,6 +35,14 @@ use tracing::info;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
+/// mimalloc rather than glibc's malloc: the CRM holds many small cached objects, and the
+/// reconciles on every worker thread churn short-lived ones between them; glibc keeps the
+/// freed pages of each thread's arena resident. With 10,000 ClassRuntimes: 101–103 MiB
+/// resident with glibc (`MALLOC_ARENA_MAX=2` too), 88.8 MiB with mimalloc 2 (the `v2`
+/// feature; mimalloc 3 did worse). docs/benchmarks.md, eighth part.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Clone)]
 struct HttpState {
     metrics: Arc<Metrics>,
