@@ -26,12 +26,23 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
         })
 }
 
-/// A free TCP port on loopback (bound, then released, so a child process can take it).
+/// A free TCP port on loopback (bound, then released, so a child process can take it),
+/// never one this process handed out before: the system may offer a port again as soon as
+/// it is released, and two of a bench's 100 CRMs were once given the same one (the second
+/// exited, and its readiness check was answered by the first).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().expect("port list lock");
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// A running binary, killed when dropped. Its output goes to `target/e2e-logs/<name>.log`.
@@ -367,5 +378,16 @@ impl Pm {
             .await
             .context("oaas-pm")?;
         Ok(Self { process, port })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn no_port_is_handed_out_twice() {
+        let mut ports: Vec<u16> = (0..500).map(|_| super::free_port()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 500);
     }
 }

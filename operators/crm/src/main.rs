@@ -137,8 +137,8 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {addr} (OPRC_CRM_BIND_ADDRESS/HTTP_PORT)"))?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    info!(%addr, transport, namespace = %config.namespace, profile = ?config.render.profile, "oaas-crm serving gRPC and HTTP");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // Every port is bound before "serving" is logged: a port that turns out to be taken
+    // then fails the start, rather than a CRM that said it serves exiting a moment later.
     if let Some(port) = config.ops_port {
         let listener = tokio::net::TcpListener::bind((config.bind_address.as_str(), port))
             .await
@@ -146,6 +146,8 @@ async fn main() -> anyhow::Result<()> {
         info!(port, "serving /healthz, /readyz and /metrics in plaintext");
         tokio::spawn(async move { axum::serve(listener, http).await });
     }
+    info!(%addr, transport, namespace = %config.namespace, profile = ?config.render.profile, "oaas-crm serving gRPC and HTTP");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = config
         .transport
