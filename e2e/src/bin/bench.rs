@@ -279,6 +279,22 @@ pub fn emptying(runtimes: usize) -> Duration {
     Duration::from_secs((runtimes as u64 * 3 / 10).max(600))
 }
 
+/// Makes the gRPC call `call(i)` for each bench runtime `i` of `range`, 32 at a time; the
+/// first failure ends it.
+async fn each_32_at_once<T, Call>(
+    range: std::ops::Range<usize>,
+    call: impl FnMut(usize) -> Call,
+) -> Result<(), tonic::Status>
+where
+    Call: Future<Output = Result<T, tonic::Status>>,
+{
+    futures::stream::iter(range)
+        .map(call)
+        .buffer_unordered(32)
+        .try_for_each(|_| async { Ok(()) })
+        .await
+}
+
 /// Deletes runtimes `range` of `namespace` through the CRM's DeleteDeployment, as the hub does
 /// when their class deployments go, and waits until no ClassRuntime is left there; returns how
 /// long that took. Deleting the namespace with thousands of runtimes in it instead leaves
@@ -292,18 +308,15 @@ pub async fn empty(
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let count = range.len();
-    futures::stream::iter(range)
-        .map(|i| {
-            let mut grpc = grpc.clone();
-            let deployment_id = unit_id(namespace, i);
-            async move {
-                grpc.delete_deployment(pb::DeleteDeploymentRequest { deployment_id })
-                    .await
-            }
-        })
-        .buffer_unordered(32)
-        .try_collect::<Vec<_>>()
-        .await?;
+    each_32_at_once(range, |i| {
+        let mut grpc = grpc.clone();
+        let deployment_id = unit_id(namespace, i);
+        async move {
+            grpc.delete_deployment(pb::DeleteDeploymentRequest { deployment_id })
+                .await
+        }
+    })
+    .await?;
     let api = Api::<ClassRuntime>::namespaced(client.clone(), namespace);
     wait_for(
         &format!("the {count} ClassRuntimes of {namespace} to go"),
@@ -326,21 +339,18 @@ pub async fn fill(
     range: std::ops::Range<usize>,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    futures::stream::iter(range.clone())
-        .map(|i| {
-            let mut grpc = grpc.clone();
-            let unit = mk_unit(namespace, i);
-            async move {
-                grpc.deploy(pb::DeployRequest {
-                    deployment_unit: Some(unit),
-                    expected_revision: None,
-                })
-                .await
-            }
-        })
-        .buffer_unordered(32)
-        .try_collect::<Vec<_>>()
-        .await?;
+    each_32_at_once(range.clone(), |i| {
+        let mut grpc = grpc.clone();
+        let unit = mk_unit(namespace, i);
+        async move {
+            grpc.deploy(pb::DeployRequest {
+                deployment_unit: Some(unit),
+                expected_revision: None,
+            })
+            .await
+        }
+    })
+    .await?;
     let (store, driver) = cache(Api::<ClassRuntime>::namespaced(client.clone(), namespace));
     let reconciled = |r: &Arc<ClassRuntime>| {
         r.status
