@@ -176,9 +176,14 @@ pub(super) async fn cleanup(runtime: &ClassRuntime, ctx: &Context) -> Result<Act
     let name = runtime.name_any();
     let ns = runtime.namespace().unwrap_or_default();
     let knative_installed = ctx.knative_installed().await;
+    let recorded = runtime
+        .status
+        .as_ref()
+        .map(|s| s.resources.as_slice())
+        .unwrap_or_default();
     let remaining = ctx
         .children
-        .delete_all(&ns, &name, knative_installed)
+        .delete_all(&ns, &name, recorded, knative_installed)
         .await?;
     if remaining > 0 {
         return Err(Error::ChildrenRemain(name));

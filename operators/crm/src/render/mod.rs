@@ -79,6 +79,14 @@ impl ChildKind {
             },
         }
     }
+
+    /// The kind of child an object of `api_version` and `kind` is, if it is one.
+    pub fn of(api_version: &str, kind: &str) -> Option<ChildKind> {
+        Self::ALL.into_iter().find(|k| {
+            let resource = k.api_resource();
+            resource.api_version == api_version && resource.kind == kind
+        })
+    }
 }
 
 /// One object to apply.

@@ -5,9 +5,12 @@
 mod cached;
 mod observe;
 
+use std::collections::BTreeSet;
+
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::{Client, Resource, ResourceExt};
+use oaas_crds::class_runtime::ResourceRef;
 use tracing::{info, warn};
 
 pub use cached::ChildStores;
@@ -144,58 +147,94 @@ impl Children {
         })
     }
 
-    async fn delete(&self, ns: &str, kind: ChildKind, name: &str) -> Result<(), Error> {
+    /// Deletes a child; returns whether it is still there, held by a finalizer.
+    async fn delete(&self, ns: &str, kind: ChildKind, name: &str) -> Result<bool, Error> {
         self.applied.forget(&ChildKey::new(kind, ns, name));
         match self
             .api(ns, kind)
             .delete(name, &DeleteParams::background())
             .await
         {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            // Some kinds answer with the deleted object itself: only finalizers keep it.
+            Ok(answer) => Ok(answer.left().is_some_and(|o| !o.finalizers().is_empty())),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Deletes every child of runtime `name` (asking the API, not the caches); returns how
-    /// many are still there, being deleted.
+    /// Deletes every child of runtime `name` that the caches hold or that its status
+    /// `recorded` (a child applied a moment ago may not be cached yet); returns how many are
+    /// still there, held by finalizers. By name, not by a label-selected list: such a list
+    /// makes the API server go through every object of the kind in the namespace, once per
+    /// runtime deleted. A child that both miss still goes with the runtime, through its
+    /// owner reference.
     pub async fn delete_all(
         &self,
         ns: &str,
         name: &str,
+        recorded: &[ResourceRef],
         knative_installed: bool,
     ) -> Result<usize, Error> {
-        let selector = selector(name);
-        let kinds: Vec<ChildKind> = ChildKind::ALL
-            .into_iter()
-            .filter(|k| *k != ChildKind::KnativeService || knative_installed)
-            .collect();
-        for kind in &kinds {
-            for child in self
-                .api(ns, *kind)
-                .list(&ListParams::default().labels(&selector))
-                .await?
-                .items
-            {
-                if child.metadata.deletion_timestamp.is_none() {
-                    self.delete(ns, *kind, &child.name_any()).await?;
-                }
-            }
-        }
         let mut remaining = 0;
-        for kind in &kinds {
-            remaining += self
-                .api(ns, *kind)
-                .list(&ListParams::default().labels(&selector))
-                .await?
-                .items
-                .len();
+        for kind in ChildKind::ALL {
+            if kind == ChildKind::KnativeService && !knative_installed {
+                continue;
+            }
+            let cached = self.existing(ns, name, kind).await?;
+            for child in to_delete(kind, cached, recorded) {
+                remaining += usize::from(self.delete(ns, kind, &child).await?);
+            }
         }
         Ok(remaining)
     }
 }
 
+/// The names of a runtime's children of `kind` to delete: those found, and those its status
+/// records, once each.
+fn to_delete(kind: ChildKind, found: Vec<String>, recorded: &[ResourceRef]) -> BTreeSet<String> {
+    let recorded = recorded
+        .iter()
+        .filter(|r| ChildKind::of(&r.api_version, &r.kind) == Some(kind))
+        .map(|r| r.name.clone());
+    found.into_iter().chain(recorded).collect()
+}
+
 /// The label selector of runtime `name`'s children.
 fn selector(name: &str) -> String {
     format!("{LABEL_INSTANCE}={name},{LABEL_MANAGED_BY}={MANAGED_BY}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(api_version: &str, kind: &str, name: &str) -> ResourceRef {
+        ResourceRef {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn a_child_recorded_but_not_yet_cached_is_deleted_too_and_each_once() {
+        let status = [
+            recorded("apps/v1", "Deployment", "cart-f"),
+            recorded("apps/v1", "Deployment", "cart-g"),
+            recorded("v1", "Service", "cart-f"),
+            recorded("serving.knative.dev/v1", "Service", "cart-k"),
+        ];
+        let found = vec!["cart-f".to_string(), "cart-old".to_string()];
+        let deployments = to_delete(ChildKind::Deployment, found, &status);
+        assert_eq!(
+            deployments.into_iter().collect::<Vec<_>>(),
+            ["cart-f", "cart-g", "cart-old"]
+        );
+        // Services and Knative Services share a kind name; the API version tells them apart.
+        let services = to_delete(ChildKind::Service, Vec::new(), &status);
+        assert_eq!(services.into_iter().collect::<Vec<_>>(), ["cart-f"]);
+        let knative = to_delete(ChildKind::KnativeService, Vec::new(), &status);
+        assert_eq!(knative.into_iter().collect::<Vec<_>>(), ["cart-k"]);
+        assert!(to_delete(ChildKind::HorizontalPodAutoscaler, Vec::new(), &status).is_empty());
+    }
 }
