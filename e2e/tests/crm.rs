@@ -888,15 +888,24 @@ async fn foreign_and_created_namespaces(
         "cart2 still holds {created}"
     );
 
-    // Its last runtime deleted, the namespace goes too.
-    assert!(
-        grpc.delete_deployment(pb::DeleteDeploymentRequest {
-            deployment_id: deployment_id(created, "cart2"),
-        })
-        .await?
-        .into_inner()
-        .existed
-    );
+    // Its last runtimes deleted together, the namespace goes too: each of them that goes
+    // while the others are still being deleted leaves it to the last.
+    let last = ["cart2", "cart3", "cart4"];
+    for name in &last[1..] {
+        grpc.deploy(deploy_request(mk_unit(created, name), "c"))
+            .await?;
+    }
+    let deletes = last.iter().map(|name| {
+        let mut grpc = grpc.clone();
+        let deployment_id = deployment_id(created, name);
+        async move {
+            grpc.delete_deployment(pb::DeleteDeploymentRequest { deployment_id })
+                .await
+        }
+    });
+    for deleted in futures::future::try_join_all(deletes).await? {
+        assert!(deleted.into_inner().existed);
+    }
     wait_gone(&namespaces, created).await
 }
 

@@ -172,6 +172,18 @@ async fn a_class_deployment_reaches_both_spokes_survives_a_lost_crm_and_is_remov
         )
         .await?;
     }
+    // Each was cleaned up once: no later pass, started from a cached copy, tried again and
+    // failed on the finalizer already removed.
+    let logs = std::iter::once(&fleet.pm.process.log)
+        .chain(fleet.spokes.iter().map(|s| &s.crm.process.log));
+    for log in logs {
+        let text = std::fs::read_to_string(log)?;
+        let failed: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("failed to remove finalizer"))
+            .collect();
+        assert!(failed.is_empty(), "{}: {failed:#?}", log.display());
+    }
 
     fleet.delete().await
 }

@@ -2,8 +2,9 @@
 //! before the first apply, in the same pass, and removed after a successful cleanup) around
 //! the controller's own work, timed, its error turned into the controller's own error type
 //! and reported to the controller's metrics; and how many reconciles a controller runs at once.
+use std::collections::{HashSet, VecDeque};
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams};
@@ -35,13 +36,68 @@ where
     Fut: Future<Output = Result<Action, E>>,
 {
     let started = Instant::now();
+    let uid = object.meta().uid.clone().unwrap_or_default();
+    let deleting = object.meta().deletion_timestamp.is_some();
+    if deleting && RELEASED.lock().expect("not poisoned").contains(&uid) {
+        return Ok(Action::await_change());
+    }
+    let releases = deleting && object.finalizers().iter().any(|f| f == name);
     let result = match with_finalizer_added(api, name, object).await {
         Ok(object) => finalizer(api, name, object, reconcile).await,
         Err(e) => Err(e),
+    };
+    let result = match result {
+        // Removing the finalizer found the object gone: what removing it was for.
+        Err(Error::RemoveFinalizer(kube::Error::Api(e))) if e.code == 404 => {
+            Ok(Action::await_change())
+        }
+        other => other,
+    };
+    if releases && result.is_ok() {
+        RELEASED
+            .lock()
+            .expect("not poisoned")
+            .insert(uid, Instant::now());
     }
-    .map_err(wrap);
+    let result = result.map_err(wrap);
     observe(started.elapsed(), result.as_ref().err());
     result
+}
+
+/// Objects whose finalizer this process removed after their cleanup, by uid. A pass queued
+/// while the cleanup ran (the children it deleted wake their owner) starts from a cached copy
+/// that still shows the finalizer; without this it would clean up a second time (calls and an
+/// event again) and then fail to remove the finalizer from an object that is gone.
+static RELEASED: LazyLock<Mutex<Released>> = LazyLock::new(Default::default);
+
+/// How long a released object is remembered: far longer than its deletion takes to reach a
+/// cache, short enough that deleting thousands of objects costs little memory.
+const RELEASED_FOR: Duration = Duration::from_secs(300);
+
+#[derive(Default)]
+struct Released {
+    uids: HashSet<String>,
+    /// The same uids, oldest first, with when each was released.
+    order: VecDeque<(Instant, String)>,
+}
+
+impl Released {
+    fn contains(&self, uid: &str) -> bool {
+        self.uids.contains(uid)
+    }
+
+    fn insert(&mut self, uid: String, now: Instant) {
+        while let Some((at, _)) = self.order.front()
+            && now.duration_since(*at) > RELEASED_FOR
+        {
+            if let Some((_, old)) = self.order.pop_front() {
+                self.uids.remove(&old);
+            }
+        }
+        if !uid.is_empty() && self.uids.insert(uid.clone()) {
+            self.order.push_back((now, uid));
+        }
+    }
 }
 
 /// The object with finalizer `name`, added now if a live object lacks it. kube-runtime's
@@ -84,4 +140,31 @@ where
         .await
         .map_err(Error::AddFinalizer)?;
     Ok(Arc::new(patched))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_released_object_is_remembered_until_long_after_its_deletion_shows() {
+        let mut released = Released::default();
+        let start = Instant::now();
+        released.insert("a".into(), start);
+        released.insert("a".into(), start + Duration::from_secs(1));
+        released.insert(String::new(), start);
+        assert!(released.contains("a"));
+        assert!(!released.contains("b"));
+        assert!(
+            !released.contains(""),
+            "an object without a uid is never skipped"
+        );
+        assert_eq!(released.order.len(), 1, "each uid once");
+
+        let later = start + RELEASED_FOR + Duration::from_secs(1);
+        released.insert("b".into(), later);
+        assert!(!released.contains("a"), "forgotten after RELEASED_FOR");
+        assert!(released.contains("b"));
+        assert_eq!(released.order.len(), 1);
+    }
 }

@@ -2,13 +2,16 @@
 //! tenant): the CRM creates a missing one and labels it as its own, uses an existing one only
 //! when it carries the CRM's label (an administrator's hand-over), refuses one that serves
 //! another tenant, and releases it once it holds no ClassRuntime any more.
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use oaas_core::tenancy::{CREATED_BY_CRM_ANNOTATION, CRM_LABEL, SERVES_ANNOTATION};
-use oaas_core::wire::CRM_FIELD_MANAGER;
+use oaas_core::wire::{CLASS_RUNTIME_CLEANUP_FINALIZER, CRM_FIELD_MANAGER};
 use oaas_crds::ClassRuntime;
 use serde_json::json;
 use tracing::info;
@@ -64,11 +67,18 @@ pub struct Namespaces {
     client: Client,
     /// This CRM's identity in `oaas.io/crm` labels: the namespace it runs in.
     crm: String,
+    /// By namespace, the runtimes being deleted whose cleanup has been through
+    /// [`Namespaces::release`] (the cache may still show them a moment longer).
+    released: Arc<Mutex<HashMap<String, HashSet<String>>>>,
 }
 
 impl Namespaces {
     pub fn new(client: Client, crm: String) -> Self {
-        Self { client, crm }
+        Self {
+            client,
+            crm,
+            released: Arc::default(),
+        }
     }
 
     pub fn crm(&self) -> &str {
@@ -154,18 +164,35 @@ impl Namespaces {
     /// leaving at the same moment): deletes it when the CRM created it, otherwise lets it
     /// serve another tenant later. The namespace's other contents do not keep it.
     ///
-    /// `cached` (this CRM's runtimes as its watch holds them) answers "another one stays"
-    /// without a call: listing the namespace for each runtime that goes made deleting `n`
-    /// runtimes cost `n` lists of up to `n` objects. Only "none stays" is confirmed by a
-    /// list, since the cache may not hold a runtime created a moment ago.
+    /// `cached` (this CRM's runtimes as its watch holds them) answers without a call while
+    /// another runtime stays, or while others are being deleted and have yet to come here (the
+    /// last of them releases it): a call per runtime that goes made deleting `n` runtimes cost
+    /// `n` lists of up to `n` objects. Only "none is left" is confirmed by a list, since the
+    /// cache may not hold a runtime created a moment ago.
     pub async fn release(
         &self,
         name: &str,
         leaving: &str,
         cached: &Store<ClassRuntime>,
     ) -> Result<(), kube::Error> {
-        if cached.find(|r| stays(&r.metadata, name, leaving)).is_some() {
-            return Ok(());
+        {
+            let mut released = self.released.lock().expect("not poisoned");
+            let passed = released.entry(name.to_string()).or_default();
+            let cached = cached.state();
+            let others = others(cached.iter().map(|r| &r.metadata), name, leaving, passed);
+            if others == Others::Stay && !passed.is_empty() {
+                // Those that went are out of the cache by now, or soon: keep the rest.
+                let in_cache: HashSet<&str> = cached
+                    .iter()
+                    .filter(|r| r.metadata.namespace.as_deref() == Some(name))
+                    .filter_map(|r| r.metadata.name.as_deref())
+                    .collect();
+                passed.retain(|runtime| in_cache.contains(runtime.as_str()));
+            }
+            passed.insert(leaving.to_string());
+            if others != Others::NoneLeft {
+                return Ok(());
+            }
         }
         let listed = Api::<ClassRuntime>::namespaced(self.client.clone(), name)
             .list_metadata(&ListParams::default().labels(&selector(&self.crm)))
@@ -177,6 +204,7 @@ impl Namespaces {
         {
             return Ok(());
         }
+        self.released.lock().expect("not poisoned").remove(name);
         let Some(namespace) = self.api().get_opt(name).await? else {
             return Ok(());
         };
@@ -210,6 +238,46 @@ impl Namespaces {
         }
         Ok(())
     }
+}
+
+/// What the runtimes the cache holds say about namespace `namespace` once `leaving` goes.
+#[derive(Debug, PartialEq)]
+enum Others {
+    /// Another runtime in it is not being deleted: the namespace stays in use.
+    Stay,
+    /// Others are being deleted and their cleanup has yet to release (`passed` lacks them):
+    /// the last of them does.
+    Leaving,
+    /// None that the cache knows of.
+    NoneLeft,
+}
+
+fn others<'a>(
+    runtimes: impl IntoIterator<Item = &'a ObjectMeta>,
+    namespace: &str,
+    leaving: &str,
+    passed: &HashSet<String>,
+) -> Others {
+    let mut others = Others::NoneLeft;
+    for runtime in runtimes {
+        let name = runtime.name.as_deref().unwrap_or_default();
+        if runtime.namespace.as_deref() != Some(namespace) || name == leaving {
+            continue;
+        }
+        if runtime.deletion_timestamp.is_none() {
+            return Others::Stay;
+        }
+        // Only a runtime with this CRM's finalizer comes through a cleanup to release.
+        let cleaned_up = runtime
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == CLASS_RUNTIME_CLEANUP_FINALIZER);
+        if cleaned_up && !passed.contains(name) {
+            others = Others::Leaving;
+        }
+    }
+    others
 }
 
 /// Whether a runtime keeps namespace `namespace` when `leaving` goes: it is in it, it is
@@ -336,5 +404,38 @@ mod tests {
         for (meta, keeps) in cases {
             assert_eq!(stays(&meta, "team-b", "leaving"), keeps, "{meta:?}");
         }
+    }
+
+    fn runtime(namespace: &str, name: &str, deleting: bool, finalizer: bool) -> ObjectMeta {
+        serde_json::from_value(json!({
+            "namespace": namespace,
+            "name": name,
+            "deletionTimestamp": deleting.then_some("2026-12-05T07:00:00Z"),
+            "finalizers": finalizer.then_some([CLASS_RUNTIME_CLEANUP_FINALIZER]),
+        }))
+        .expect("valid metadata")
+    }
+
+    #[test]
+    fn of_runtimes_deleted_together_only_the_last_to_come_releases_the_namespace() {
+        let none = HashSet::new();
+        let a = runtime("t", "a", true, true);
+        let b = runtime("t", "b", true, true);
+        // a goes first: b is still to come, so a leaves it to b.
+        assert_eq!(others([&a, &b], "t", "a", &none), Others::Leaving);
+        // b comes after a has been through: the cache still shows a, but none is left.
+        let passed_a = HashSet::from(["a".to_string()]);
+        assert_eq!(others([&a, &b], "t", "b", &passed_a), Others::NoneLeft);
+        // A runtime not being deleted keeps it; other namespaces do not count.
+        let live = runtime("t", "c", false, true);
+        assert_eq!(others([&a, &live], "t", "a", &none), Others::Stay);
+        let elsewhere = runtime("u", "c", false, true);
+        assert_eq!(others([&a, &elsewhere], "t", "a", &none), Others::NoneLeft);
+        // One being deleted without this CRM's finalizer never comes through a cleanup.
+        let unfinalized = runtime("t", "d", true, false);
+        assert_eq!(
+            others([&a, &unfinalized], "t", "a", &none),
+            Others::NoneLeft
+        );
     }
 }
