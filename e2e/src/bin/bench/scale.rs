@@ -28,7 +28,9 @@ use super::pm::{
     ChangeSite, SYNC_HUB_PART, SYNC_RECREATE_PART, SYNC_REPORT_PART, apply_directly, available,
     delete_all, mk_package, spoke_change, strip_for_apply, sync_stages, until_available,
 };
-use super::{Row, cache, empty, emptying, env_number, fill, percentile, rss_mib};
+use super::{
+    Row, cache, empty, emptying, env_number, fill, percentile, rss_mib, with_peak_rss_mib,
+};
 
 /// Spokes each class deployment runs on (one cell).
 const PER_CELL: usize = 3;
@@ -498,12 +500,24 @@ async fn crm_with_many_runtimes(
         rss_mib(crm.process.pid()),
         "MiB",
     ));
-    let took = empty(&grpc, client, &ns.name, 0..runtimes).await?;
+    let (took, peak) = with_peak_rss_mib(
+        crm.process.pid(),
+        empty(&grpc, client, &ns.name, 0..runtimes),
+    )
+    .await;
     rows.push(Row::new(
         "scale.crm_delete_10k_s",
         format!("scale: one CRM, {runtimes} ClassRuntimes deleted (DeleteDeployment) and gone"),
-        took.as_secs_f64(),
+        took?.as_secs_f64(),
         "s",
+    ));
+    rows.push(Row::new(
+        "scale.crm_rss_mib_peak_deleting_10k",
+        format!(
+            "scale: CRM's largest resident memory while its {runtimes} ClassRuntimes were deleted"
+        ),
+        peak,
+        "MiB",
     ));
     ns.delete_within(emptying(runtimes)).await?;
     drop(crm);
