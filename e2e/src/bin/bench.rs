@@ -306,8 +306,7 @@ async fn bench_crm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
 }
 
 /// How long `runtimes` ClassRuntimes may take to go: 0.3 s each (one CRM goes 60 a second
-/// with 2,000 and 24 a second with 10,000; 15 and under 6 before the tenth part of issue
-/// 18), never less than 10 minutes.
+/// with 2,000 and 24 a second with 10,000), never less than 10 minutes.
 pub fn emptying(runtimes: usize) -> Duration {
     Duration::from_secs((runtimes as u64 * 3 / 10).max(600))
 }

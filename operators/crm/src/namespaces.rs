@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use oaas_core::tenancy::{CREATED_BY_CRM_ANNOTATION, CRM_LABEL, SERVES_ANNOTATION};
 use oaas_core::wire::{CLASS_RUNTIME_CLEANUP_FINALIZER, CRM_FIELD_MANAGER};
@@ -178,16 +178,12 @@ impl Namespaces {
         {
             let mut released = self.released.lock().expect("not poisoned");
             let passed = released.entry(name.to_string()).or_default();
-            let cached = cached.state();
-            let others = others(cached.iter().map(|r| &r.metadata), name, leaving, passed);
-            if others == Others::Stay && !passed.is_empty() {
+            let state = cached.state();
+            let others = others(state.iter().map(|r| &r.metadata), name, leaving, passed);
+            if others == Others::Stay {
                 // Those that went are out of the cache by now, or soon: keep the rest.
-                let in_cache: HashSet<&str> = cached
-                    .iter()
-                    .filter(|r| r.metadata.namespace.as_deref() == Some(name))
-                    .filter_map(|r| r.metadata.name.as_deref())
-                    .collect();
-                passed.retain(|runtime| in_cache.contains(runtime.as_str()));
+                passed
+                    .retain(|runtime| cached.get(&ObjectRef::new(runtime).within(name)).is_some());
             }
             passed.insert(leaving.to_string());
             if others != Others::NoneLeft {

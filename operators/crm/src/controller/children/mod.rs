@@ -164,10 +164,10 @@ impl Children {
 
     /// Deletes every child of runtime `name` that the caches hold or that its status
     /// `recorded` (a child applied a moment ago may not be cached yet); returns how many are
-    /// still there, held by finalizers. By name, not by a label-selected list: such a list
-    /// makes the API server go through every object of the kind in the namespace, once per
-    /// runtime deleted. A child that both miss still goes with the runtime, through its
-    /// owner reference.
+    /// still there, held by finalizers. By name, not by a label-selected list (but for Knative
+    /// Services, which have no cache): such a list makes the API server go through every
+    /// object of the kind in the namespace, once per runtime deleted. A child that both miss
+    /// still goes with the runtime, through its owner reference.
     pub async fn delete_all(
         &self,
         ns: &str,
