@@ -1017,6 +1017,129 @@ async fn a_workload_that_cannot_be_scheduled_degrades_with_a_reason() -> anyhow:
 
 #[tokio::test]
 #[ignore = "needs the local clusters: run `just test`"]
+async fn a_lost_workload_is_reported_while_its_repair_still_hangs() -> anyhow::Result<()> {
+    let mut spoke = Spoke::start("crm-loss").await?;
+    let mut unit = spoke.unit("lost");
+    unit.addons.clear();
+    unit.odgm = None;
+    unit.functions.truncate(1);
+    let id = spoke.id("lost");
+    spoke.grpc.deploy(deploy_request(unit, "c")).await?;
+    spoke
+        .wait_phase(&id, pb::Phase::Available, Duration::from_secs(30))
+        .await?;
+
+    // Deployments created in the test's namespace now wait on a webhook that never answers,
+    // until the API server gives up on it.
+    let webhook = HangingWebhook::register(&spoke.client, &spoke.ns.name).await?;
+    let deployments = spoke.api::<Deployment>();
+    deployments
+        .delete("lost-echo", &DeleteParams::default())
+        .await?;
+    let status = wait_for(
+        "the runtime to report the lost Deployment",
+        Duration::from_secs(5),
+        || async {
+            let status = spoke.status(&id).await?;
+            Ok((status.phase() != pb::Phase::Available).then_some(status))
+        },
+    )
+    .await?;
+    assert_eq!(status.phase(), pb::Phase::Progressing, "{status:?}");
+    assert!(
+        deployments.get_opt("lost-echo").await?.is_none(),
+        "the repair got through the webhook, so this shows nothing about the order"
+    );
+
+    webhook.remove(&spoke.client).await?;
+    spoke
+        .wait_phase(&id, pb::Phase::Available, Duration::from_secs(60))
+        .await?;
+    spoke.ns.delete().await?;
+    Ok(())
+}
+
+/// A validating webhook for Deployment creates in one namespace whose server accepts the
+/// API server's connections and never answers them: a create there hangs for the webhook's
+/// timeout, then fails.
+struct HangingWebhook {
+    name: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl HangingWebhook {
+    const TIMEOUT_SECONDS: i32 = 15;
+
+    async fn register(client: &Client, namespace: &str) -> anyhow::Result<Self> {
+        use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                held.push(connection);
+            }
+        });
+        let name = format!("oaas-e2e-hang-{namespace}");
+        let configuration: ValidatingWebhookConfiguration = serde_json::from_value(
+            serde_json::json!({
+                "metadata": {"name": name},
+                "webhooks": [{
+                    "name": "hang.e2e.oaas.io",
+                    "clientConfig": {"url": format!("https://127.0.0.1:{port}/")},
+                    "rules": [{"operations": ["CREATE"], "apiGroups": ["apps"], "apiVersions": ["v1"],
+                               "resources": ["deployments"], "scope": "Namespaced"}],
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                    "failurePolicy": "Fail",
+                    "sideEffects": "None",
+                    "admissionReviewVersions": ["v1"],
+                    "timeoutSeconds": Self::TIMEOUT_SECONDS,
+                }],
+            }),
+        )?;
+        Api::<ValidatingWebhookConfiguration>::all(client.clone())
+            .create(&PostParams::default(), &configuration)
+            .await?;
+        // The API server takes the new webhook up a moment later: until a create (a dry run)
+        // hangs, it does not hold creates yet.
+        let probe: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "probe"},
+            "spec": {"selector": {"matchLabels": {"app": "probe"}},
+                     "template": {"metadata": {"labels": {"app": "probe"}},
+                                  "spec": {"containers": [{"name": "c", "image": "probe"}]}}},
+        }))?;
+        let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
+        let dry_run = PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        wait_for(
+            "the webhook to hold creates",
+            Duration::from_secs(30),
+            || async {
+                let create = deployments.create(&dry_run, &probe);
+                Ok(tokio::time::timeout(Duration::from_secs(1), create)
+                    .await
+                    .is_err()
+                    .then_some(()))
+            },
+        )
+        .await?;
+        Ok(Self { name, server })
+    }
+
+    async fn remove(self, client: &Client) -> anyhow::Result<()> {
+        use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+        Api::<ValidatingWebhookConfiguration>::all(client.clone())
+            .delete(&self.name, &DeleteParams::default())
+            .await?;
+        self.server.abort();
+        Ok(())
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local clusters: run `just test`"]
 async fn watchers_get_a_snapshot_then_every_change() -> anyhow::Result<()> {
     let mut spoke = Spoke::start("crm-watch").await?;
     let id = spoke.id("watched");

@@ -1,4 +1,5 @@
-//! One reconcile pass, in order: render → apply → orphans → observe → status. The render
+//! One reconcile pass, in order: render → apply → orphans → observe → status (a loss of
+//! availability is reported at the start, alongside the apply). The render
 //! context is built once per pass (from the start-up settings, the cluster's Knative check
 //! and the NFR enforcer's replicas) and handed to every step that needs it; the children
 //! steps go through the [`Children`](super::children::Children) handle.
@@ -50,8 +51,36 @@ pub(super) async fn apply(runtime: &ClassRuntime, ctx: &Context) -> Result<Actio
         crm: ctx.namespaces.crm(),
     };
     let rendered = render::render(runtime, &render_context);
+    // A loss is reported while it is repaired, not after: a runtime that was Available and
+    // no longer is (a workload deleted or failing under it) writes that status at the same
+    // time as the apply puts things back. The hub hears of it one API write sooner, and a
+    // repair that hangs or fails cannot leave the loss unreported.
+    let loss = if status.phase == Some(Phase::Available) && !spec_changed {
+        let observed = ctx
+            .children
+            .observe(&ns, &rendered, &render_context)
+            .await?;
+        let outcome = state::derive(&rendered, &observed);
+        (outcome.phase != Phase::Available)
+            .then(|| next_status(runtime, &written, &rendered, &outcome, nfr.clone()))
+    } else {
+        None
+    };
     // Apply; a failed child is reported in status, the others still converge.
-    let apply_error = ctx.children.apply(&ns, &rendered).await;
+    let (apply_error, reported) = tokio::join!(ctx.children.apply(&ns, &rendered), async {
+        match &loss {
+            Some(lost) => {
+                ctx.status
+                    .write(&api, runtime, &written, lost.clone())
+                    .await
+            }
+            None => Ok(false),
+        }
+    });
+    reported?;
+    if let Some(lost) = loss {
+        written = lost;
+    }
     // Orphans.
     ctx.children
         .delete_orphans(&ns, &name, &rendered, &render_context)
@@ -64,7 +93,7 @@ pub(super) async fn apply(runtime: &ClassRuntime, ctx: &Context) -> Result<Actio
     observed.apply_error = apply_error;
     // Status.
     let outcome = state::derive(&rendered, &observed);
-    let new_status = next_status(runtime, &status, &rendered, &outcome, nfr);
+    let new_status = next_status(runtime, &written, &rendered, &outcome, nfr);
     let not_available_for = since_transition(&new_status, conditions::AVAILABLE);
     ctx.status
         .write(&api, runtime, &written, new_status)
