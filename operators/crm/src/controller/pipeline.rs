@@ -1,8 +1,8 @@
 //! One reconcile pass, in order: render → apply → orphans → observe → status (a loss of
-//! availability is reported at the start, alongside the apply). The render
-//! context is built once per pass (from the start-up settings, the cluster's Knative check
-//! and the NFR enforcer's replicas) and handed to every step that needs it; the children
-//! steps go through the [`Children`](super::children::Children) handle.
+//! availability is reported at the start, alongside the apply). The render context is built
+//! once per pass (from the start-up settings, the cluster's Knative check and the NFR
+//! enforcer's replicas) and handed to every step that needs it; the children steps go
+//! through the [`Children`](super::children::Children) handle.
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
