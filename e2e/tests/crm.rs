@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
@@ -1036,9 +1037,10 @@ async fn a_lost_workload_is_reported_while_its_repair_still_hangs() -> anyhow::R
     deployments
         .delete("lost-echo", &DeleteParams::default())
         .await?;
+    // Well before the API server gives up on the webhook, which the repair waits for.
     let status = wait_for(
         "the runtime to report the lost Deployment",
-        Duration::from_secs(5),
+        Duration::from_secs(HangingWebhook::TIMEOUT_SECONDS as u64 / 2),
         || async {
             let status = spoke.status(&id).await?;
             Ok((status.phase() != pb::Phase::Available).then_some(status))
@@ -1068,10 +1070,11 @@ struct HangingWebhook {
 }
 
 impl HangingWebhook {
-    const TIMEOUT_SECONDS: i32 = 15;
+    /// How long a create hangs: the API server's TLS handshake with a webhook gives up after
+    /// 10 s whatever the webhook's own timeout says.
+    const TIMEOUT_SECONDS: i32 = 10;
 
     async fn register(client: &Client, namespace: &str) -> anyhow::Result<Self> {
-        use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let server = tokio::spawn(async move {
@@ -1129,7 +1132,6 @@ impl HangingWebhook {
     }
 
     async fn remove(self, client: &Client) -> anyhow::Result<()> {
-        use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
         Api::<ValidatingWebhookConfiguration>::all(client.clone())
             .delete(&self.name, &DeleteParams::default())
             .await?;
