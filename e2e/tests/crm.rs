@@ -174,6 +174,14 @@ fn mk_unit(ns: &str, name: &str) -> pb::DeploymentUnit {
     }
 }
 
+/// The unit cut down to its first function, without the data grid: one Deployment to watch.
+fn one_function(mut unit: pb::DeploymentUnit) -> pb::DeploymentUnit {
+    unit.addons.clear();
+    unit.odgm = None;
+    unit.functions.truncate(1);
+    unit
+}
+
 /// The unit with the revision the hub gives it: a hash of everything else in it, which the
 /// spoke recomputes from what it stores (`spec_hash`).
 fn with_hub_revision(mut unit: pb::DeploymentUnit) -> pb::DeploymentUnit {
@@ -918,10 +926,7 @@ async fn a_deploy_built_from_an_older_view_is_refused_and_changes_nothing() -> a
     let mut spoke = Spoke::start("crm-expected").await?;
     let guarded = spoke.unit("guarded");
     let with_image = |image: &str, revision: i64| {
-        let mut unit = guarded.clone();
-        unit.addons.clear();
-        unit.odgm = None;
-        unit.functions.truncate(1);
+        let mut unit = one_function(guarded.clone());
         unit.functions[0]
             .provision_config
             .as_mut()
@@ -987,10 +992,7 @@ async fn a_deploy_built_from_an_older_view_is_refused_and_changes_nothing() -> a
 #[ignore = "needs the local clusters: run `just test`"]
 async fn a_workload_that_cannot_be_scheduled_degrades_with_a_reason() -> anyhow::Result<()> {
     let mut spoke = Spoke::start("crm-degraded").await?;
-    let mut unit = spoke.unit("too-big");
-    unit.addons.clear();
-    unit.odgm = None;
-    unit.functions.truncate(1);
+    let mut unit = one_function(spoke.unit("too-big"));
     unit.functions[0]
         .provision_config
         .as_mut()
@@ -1020,10 +1022,7 @@ async fn a_workload_that_cannot_be_scheduled_degrades_with_a_reason() -> anyhow:
 #[ignore = "needs the local clusters: run `just test`"]
 async fn a_lost_workload_is_reported_while_its_repair_still_hangs() -> anyhow::Result<()> {
     let mut spoke = Spoke::start("crm-loss").await?;
-    let mut unit = spoke.unit("lost");
-    unit.addons.clear();
-    unit.odgm = None;
-    unit.functions.truncate(1);
+    let unit = one_function(spoke.unit("lost"));
     let id = spoke.id("lost");
     spoke.grpc.deploy(deploy_request(unit, "c")).await?;
     spoke
@@ -1752,10 +1751,7 @@ async fn telemetry_puts_otel_variables_on_function_pods_and_disabled_removes_the
         grpc,
     };
     let id = spoke.id("traced");
-    let mut unit = spoke.unit("traced");
-    unit.addons.clear();
-    unit.odgm = None;
-    unit.functions.truncate(1);
+    let mut unit = one_function(spoke.unit("traced"));
     unit.functions[0]
         .config
         .insert("OTEL_TRACES_SAMPLER_ARG".into(), "0.5".into());
