@@ -35,6 +35,8 @@ use oaas_proto::deployment::{self as pb};
 use oaas_proto::package::{FunctionType, ProvisionConfig};
 use serde_json::json;
 
+#[path = "bench/direct_sync.rs"]
+mod direct_sync;
 #[path = "bench/pm.rs"]
 mod pm;
 #[path = "bench/rest.rs"]

@@ -25,6 +25,7 @@ use oaas_proto::deployment as pb;
 use oaas_proto::deployment::deployment_service_client::DeploymentServiceClient;
 use serde_json::{Value, json};
 
+use super::direct_sync::{DIRECT_SYNC, SyncSite, direct_status_sync};
 use super::{Row, cache, env_number, latencies, rss_mib, writes};
 
 pub struct Spoke {
@@ -215,6 +216,14 @@ pub async fn bench_pm(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     ] {
         latencies(rows, id, &format!("pm: {what}"), took, 1);
     }
+    // Its baseline: the same watches and writes, with none of our code in the path.
+    let site = SyncSite {
+        spoke: &first.client,
+        namespace: &first.ns.name,
+        cluster: &clusters[0],
+    };
+    let direct = direct_status_sync(&hub, &ns.name, "d0", &[site], samples).await?;
+    latencies(rows, "direct.status_sync", DIRECT_SYNC, direct, 1);
 
     // Many class deployments × every spoke to Available.
     let started = Instant::now();
@@ -396,7 +405,7 @@ pub async fn spoke_change(
 
 /// Waits until the hub's status of `key` shows `cluster` no longer Available; how long
 /// since `started`.
-async fn until_hub_sees(
+pub async fn until_hub_sees(
     hub_cache: &Store<OClassDeployment>,
     key: &ObjectRef<OClassDeployment>,
     cluster: &str,

@@ -24,6 +24,7 @@ use oaas_e2e::{
 use oaas_proto::deployment::deployment_service_client::DeploymentServiceClient;
 use serde_json::{Value, json};
 
+use super::direct_sync::{DIRECT_SYNC, SyncSite, direct_status_sync};
 use super::pm::{
     ChangeSite, SYNC_HUB_PART, SYNC_RECREATE_PART, SYNC_REPORT_PART, apply_directly, available,
     delete_all, mk_package, spoke_change, strip_for_apply, sync_stages, until_available,
@@ -286,6 +287,19 @@ pub async fn bench_scale(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     ] {
         ms_rows(rows, id, &format!("scale: {what}"), took);
     }
+    // Its baseline: the same watches and writes, with none of our code in the path, on the
+    // first cell's spokes of each spoke API server.
+    let sites: Vec<SyncSite> = cell_of(&spokes, 0)[..contexts.len().min(PER_CELL)]
+        .iter()
+        .map(|spoke| SyncSite {
+            spoke: &clients[spoke.server],
+            namespace: &spoke.workloads,
+            cluster: &spoke.cluster,
+        })
+        .collect();
+    let direct = direct_status_sync(&hub, &ns.name, "l0", &sites, samples).await?;
+    let what = format!("scale: {DIRECT_SYNC}, {count} spokes streaming");
+    ms_rows(rows, "scale.direct_status_sync", &what, direct);
 
     // Every class deployment × its 3 spokes → Available.
     let started = Instant::now();

@@ -6,10 +6,11 @@
 //! pass in order; [`children`] is everything done to the child objects (apply, orphans,
 //! observe, cleanup) behind one handle.
 mod children;
+mod knative;
 mod pipeline;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::Api;
@@ -23,7 +24,6 @@ use oaas_crds::ClassRuntime;
 use oaas_crds::class_runtime::ClassRuntimeStatus;
 use oaas_operator_common::reconcile::with_finalizer;
 use oaas_operator_common::status::StatusWriter;
-use tokio::sync::Mutex;
 use tracing::{instrument, warn};
 
 use crate::config::Config;
@@ -74,30 +74,8 @@ pub struct Context {
     namespaces: Namespaces,
     /// This CRM's ClassRuntimes as the gRPC side's cache holds them.
     runtimes: Store<ClassRuntime>,
-    knative: Mutex<Option<(Instant, bool)>>,
+    knative: Arc<knative::KnativeServing>,
     status: StatusWriter<ClassRuntimeStatus>,
-}
-
-impl Context {
-    /// Whether Knative Serving is installed; asked of discovery at most every 30 s.
-    async fn knative_installed(&self) -> bool {
-        let mut cached = self.knative.lock().await;
-        if let Some((at, installed)) = *cached
-            && at.elapsed() < Duration::from_secs(30)
-        {
-            return installed;
-        }
-        let installed = match self
-            .client
-            .list_api_group_resources("serving.knative.dev/v1")
-            .await
-        {
-            Ok(list) => list.resources.iter().any(|r| r.name == "services"),
-            Err(_) => false,
-        };
-        *cached = Some((Instant::now(), installed));
-        installed
-    }
 }
 
 /// Runs the controller until the process is asked to stop, on the gRPC side's cache of this
@@ -120,7 +98,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, runtimes
         config,
         metrics,
         nfr: board.clone(),
-        knative: Mutex::new(None),
+        knative: knative::KnativeServing::detect(client.clone()).await,
         status: StatusWriter::new(FIELD_MANAGER),
     });
     let controller = Controller::for_stream(runtimes.applied(), runtimes.store.clone());

@@ -46,7 +46,7 @@ pub(super) async fn apply(runtime: &ClassRuntime, ctx: &Context) -> Result<Actio
     let enforced = nfr::enforced_replicas(&nfr.applied);
     let render_context = RenderContext {
         settings: &ctx.config.render,
-        knative_installed: ctx.knative_installed().await,
+        knative_installed: ctx.knative.installed(),
         enforced: &enforced,
         crm: ctx.namespaces.crm(),
     };
@@ -204,7 +204,7 @@ fn next_status(
 pub(super) async fn cleanup(runtime: &ClassRuntime, ctx: &Context) -> Result<Action, Error> {
     let name = runtime.name_any();
     let ns = runtime.namespace().unwrap_or_default();
-    let knative_installed = ctx.knative_installed().await;
+    let knative_installed = ctx.knative.installed();
     let recorded = runtime
         .status
         .as_ref()
