@@ -4,9 +4,9 @@
 //! watches that ClassRuntime, and when it leaves Available writes the hub's status of a class
 //! deployment. That is what ours does at the least (the CRM's watch of the deletion, its
 //! status write beside its repair; its ClassRuntime watch feeding the PM; the PM's status
-//! write; the bench's hub watch), on the same kinds of
-//! objects, copied from the real ones into namespaces that no operator watches. What ours
-//! takes beyond it is the operators' own time; what the baseline takes is the API servers'.
+//! write; the bench's hub watch), on the same kinds of objects, copied from the real ones
+//! into namespaces that no operator watches. What ours takes beyond it is the operators' own
+//! time; what the baseline takes is the API servers'.
 use std::future::Future;
 use std::time::{Duration, Instant};
 
